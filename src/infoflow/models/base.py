@@ -1,0 +1,268 @@
+"""The interface every architecture family implements, and the knockout of one mixer layer.
+
+A model is ``embed -> blocks -> final norm -> lm_head``; a block is ``h + mixer(norm(h))`` followed,
+where the family has one, by ``h + mlp(norm(h))``. Only the token mixer (selective scan, SSD or attention)
+moves information between positions, so it is the only place a knockout acts.
+
+Every mixer can be written as a *hidden attention*: ``mixed[t, f] = sum_s matrix[f, t, s] * values[s, f]
++ skip[t, f]`` for each feature f (channel of Mamba-1, head of Mamba-2 and of attention). The clean path
+(``mix``) uses the family's efficient form (scan, SDPA); the knockout path (``terms``) materialises the
+matrix with the blocked edges removed, only for the target positions that have a blocked edge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from infoflow.knockout.spec import FeatureSelection, Knockout, KnockoutMode
+
+
+@dataclass(frozen=True)
+class LayerKnockout:
+    """A knockout as one layer sees it (applies to every prompt of the batch)."""
+
+    blocked: torch.Tensor  # bool [T, T]; blocked[t, s]: t may not receive from s (only s <= t set)
+    mode: KnockoutMode = KnockoutMode.ZERO_ATTENTION
+    strict: bool = False
+    exempt: torch.Tensor | None = None  # bool [F]; True = feature untouched by the knockout
+
+
+@dataclass
+class MixingTerms:
+    """``mixed = matrix @ values + skip`` per feature (the hidden attention of a mixer)."""
+
+    matrix: torch.Tensor  # [B, F, T, T], matrix[b, f, t, s] (zero above the diagonal)
+    values: torch.Tensor  # [B, T, F, P], what the matrix mixes across positions
+    skip: torch.Tensor  # [B, T, F, P], the per-position part no other position contributes to
+
+    def mixed(self) -> torch.Tensor:
+        """[B, T, F, P]: mixed[b, t, f, p] = sum_s matrix[b, f, t, s] values[b, s, f, p] + skip[b, t, f, p]."""
+        return torch.einsum("bfts,bsfp->btfp", self.matrix, self.values) + self.skip
+
+
+def repeat_batch(prepared: Any, repeats: int) -> Any:
+    """Repeat every tensor field of a prepared-inputs dataclass ``repeats`` times along dim 0 (interleaved)."""
+    changes = {
+        f.name: value.repeat_interleave(repeats, dim=0)
+        for f in dataclasses.fields(prepared)
+        if isinstance(value := getattr(prepared, f.name), torch.Tensor)
+    }
+    return dataclasses.replace(prepared, **changes)
+
+
+class TokenMixer(nn.Module, ABC):
+    """The token-mixing operator of one layer; ``n_features`` channels/heads mix independently."""
+
+    n_features: int
+    supports_ssm_modes: bool = False  # zero-delta and strict apply to state-space mixers only
+
+    @abstractmethod
+    def prepare(self, hidden: torch.Tensor) -> Any:
+        """Per-position projections of the normed input ``hidden`` [B, T, D] (a dataclass of tensors)."""
+
+    @abstractmethod
+    def mix(self, prepared: Any) -> torch.Tensor:
+        """Clean mixing with the family's efficient algorithm: [B, T, F, P]."""
+
+    @abstractmethod
+    def terms(
+        self,
+        prepared: Any,
+        blocked: torch.Tensor | None = None,
+        mode: KnockoutMode = KnockoutMode.ZERO_ATTENTION,
+        strict: bool = False,
+    ) -> MixingTerms:
+        """Materialised hidden attention with ``blocked`` [B, T, T] edges removed.
+
+        Each batch entry is expected to block edges of a single target row: ``zero-delta`` and ``strict``
+        remove the union of the entry's blocked sources from the whole entry.
+        """
+
+    @abstractmethod
+    def project(self, mixed: torch.Tensor, prepared: Any) -> torch.Tensor:
+        """Gate / norm / output projection of the mixed features: [B, T, F, P] -> [B, T, D]."""
+
+    def decay_norms(self) -> torch.Tensor | None:
+        """Per-feature ``sum_n exp(-exp(A_log))`` [F] for state-space mixers, None for attention."""
+        return None
+
+    def forward(self, hidden: torch.Tensor, knockout: LayerKnockout | None = None) -> torch.Tensor:
+        prepared = self.prepare(hidden)
+        mixed = self.mix(prepared)
+        if knockout is not None:
+            mixed = self.knock_out_rows(prepared, mixed, knockout)
+        return self.project(mixed, prepared)
+
+    def hidden_attention(self, hidden: torch.Tensor) -> torch.Tensor:
+        """[B, F, T, T]: the mixing matrix of every feature for the normed layer input ``hidden``."""
+        return self.terms(self.prepare(hidden)).matrix
+
+    def check_knockout(self, knockout: LayerKnockout) -> None:
+        if self.supports_ssm_modes:
+            return
+        if knockout.mode is not KnockoutMode.ZERO_ATTENTION or knockout.strict:
+            raise ValueError(
+                f"knockout mode {knockout.mode.value!r}{' (strict)' if knockout.strict else ''} applies to "
+                "Mamba models only; attention models block edges by setting their logits to -inf"
+            )
+
+    def knock_out_rows(self, prepared: Any, mixed: torch.Tensor, knockout: LayerKnockout) -> torch.Tensor:
+        """Replace the rows of ``mixed`` [B, T, F, P] that have a blocked edge by their knocked-out values.
+
+        Rows without a blocked edge keep their clean values bit for bit. Each target row r gets its own
+        copy of the inputs in which only row r's edges are blocked (so zero-delta and strict, which change
+        the sources themselves, affect row r alone).
+        """
+        self.check_knockout(knockout)
+        blocked = knockout.blocked
+        rows = blocked.any(dim=-1).nonzero().squeeze(-1)  # [R] target positions
+        if rows.numel() == 0:
+            return mixed
+        batch, n_rows = mixed.shape[0], rows.numel()
+        single_row = torch.zeros(n_rows, *blocked.shape, dtype=torch.bool, device=blocked.device)
+        single_row[torch.arange(n_rows), rows] = blocked[rows]  # [R, T, T]
+        copies = repeat_batch(prepared, n_rows)  # [B*R, ...], prompt-major
+        knocked = self.terms(copies, single_row.repeat(batch, 1, 1), knockout.mode, knockout.strict).mixed()
+        knocked = knocked.unflatten(0, (batch, n_rows))[:, torch.arange(n_rows), rows]  # [B, R, F, P]
+        if knockout.exempt is not None:
+            exempt = knockout.exempt.view(1, 1, -1, 1)
+            knocked = torch.where(exempt, mixed[:, rows], knocked)
+        mixed = mixed.clone()
+        mixed[:, rows] = knocked.to(mixed.dtype)
+        return mixed
+
+
+class RMSNorm(nn.Module):
+    """``w * x / sqrt(mean(x^2) + eps)``, computed in fp32 like transformers' Llama/Mamba norms."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * normed.to(x.dtype)
+
+
+class Block(nn.Module):
+    """``h = h + mixer(mixer_norm(h))`` then, if present, ``h = h + mlp(mlp_norm(h))``."""
+
+    def __init__(
+        self,
+        mixer_norm: nn.Module,
+        mixer: TokenMixer,
+        mlp_norm: nn.Module | None = None,
+        mlp: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.mixer_norm = mixer_norm
+        self.mixer = mixer
+        self.mlp_norm = mlp_norm
+        self.mlp = mlp
+
+    def forward(self, hidden: torch.Tensor, knockout: LayerKnockout | None = None) -> torch.Tensor:
+        hidden = hidden + self.mixer(self.mixer_norm(hidden), knockout)
+        if self.mlp is not None:
+            assert self.mlp_norm is not None
+            hidden = hidden + self.mlp(self.mlp_norm(hidden))
+        return hidden
+
+
+class CausalLM(nn.Module):
+    """A causal language model made of :class:`Block`s, run with or without a knockout.
+
+    ``family`` names the architecture family (``mamba1``, ``falcon_mamba``, ``mamba2``, ``gpt2``,
+    ``llama``); ``embed`` maps token ids [B, T] to the residual stream [B, T, D] (with position
+    embeddings where the family has them).
+    """
+
+    def __init__(
+        self,
+        family: str,
+        embed: nn.Module,
+        blocks: list[Block],
+        final_norm: nn.Module,
+        lm_head: nn.Linear,
+        max_positions: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.family = family
+        self.embed = embed
+        self.blocks = nn.ModuleList(blocks)
+        self.final_norm = final_norm
+        self.lm_head = lm_head
+        self.max_positions = max_positions
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def is_ssm(self) -> bool:
+        return self.mixer(0).supports_ssm_modes
+
+    def mixer(self, layer: int) -> TokenMixer:
+        mixer = self.blocks[layer].mixer
+        assert isinstance(mixer, TokenMixer)
+        return mixer
+
+    def exempt_features(self, layer: int, selection: FeatureSelection) -> torch.Tensor | None:
+        """Bool [F] of the features a knockout leaves untouched in ``layer`` (None: none exempt)."""
+        return selection.exempt_mask(self.mixer(layer).decay_norms())
+
+    def layer_knockouts(self, knockout: Knockout | None, seq_len: int) -> dict[int, LayerKnockout]:
+        """The knockout as each layer sees it; validated against this model and prompt length."""
+        if knockout is None:
+            return {}
+        bad_layers = [layer for layer in knockout.layers if layer >= self.n_layers]
+        if bad_layers:
+            raise ValueError(f"layers {bad_layers} do not exist in a model with {self.n_layers} layers")
+        device = self.lm_head.weight.device
+        blocked = knockout.blocked_matrix(seq_len, device=device)
+        return {
+            layer: LayerKnockout(
+                blocked=blocked,
+                mode=knockout.mode,
+                strict=knockout.strict,
+                exempt=self.exempt_features(layer, knockout.features),
+            )
+            for layer in knockout.layers
+        }
+
+    def check_length(self, seq_len: int) -> None:
+        if self.max_positions is not None and seq_len > self.max_positions:
+            raise ValueError(
+                f"prompt has {seq_len} tokens but the model supports at most {self.max_positions} positions"
+            )
+
+    def forward(self, input_ids: torch.Tensor, knockout: Knockout | None = None) -> torch.Tensor:
+        """Logits [B, T, V] for token ids [B, T], with ``knockout`` applied to every prompt of the batch."""
+        self.check_length(input_ids.shape[1])
+        per_layer = self.layer_knockouts(knockout, input_ids.shape[1])
+        hidden = self.embed(input_ids)
+        for index, block in enumerate(self.blocks):
+            hidden = block(hidden, per_layer.get(index))
+        return self.lm_head(self.final_norm(hidden))
+
+    def residual_inputs(self, input_ids: torch.Tensor) -> list[torch.Tensor]:
+        """The residual stream entering each layer (clean run): ``n_layers`` tensors [B, T, D]."""
+        self.check_length(input_ids.shape[1])
+        hidden = self.embed(input_ids)
+        inputs = []
+        for block in self.blocks:
+            inputs.append(hidden)
+            hidden = block(hidden)
+        return inputs
+
+    def hidden_attention(self, input_ids: torch.Tensor, layer: int) -> torch.Tensor:
+        """[B, F, T, T]: the mixing matrix of ``layer`` on the clean run of ``input_ids``."""
+        block = self.blocks[layer]
+        return self.mixer(layer).hidden_attention(block.mixer_norm(self.residual_inputs(input_ids)[layer]))

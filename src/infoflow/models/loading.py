@@ -1,0 +1,76 @@
+"""Turning a transformers config and state dict into one of our models, and reading local HF folders."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from transformers import AutoConfig, PretrainedConfig
+
+from infoflow.models.base import CausalLM
+from infoflow.models.families import family_for
+
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be found, read or converted; the message says what to do."""
+
+
+def instantiate(
+    config: PretrainedConfig,
+    state_dict: Mapping[str, torch.Tensor],
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> CausalLM:
+    """Build our model for ``config`` and fill it with a transformers-named ``state_dict``."""
+    family = family_for(config.model_type)
+    with torch.device("meta"):
+        model = family.build(config)
+    weights = family.convert(state_dict)
+    if "lm_head.weight" not in weights and "embed.weight" in weights:
+        weights["lm_head.weight"] = weights["embed.weight"]  # tied embeddings are saved once
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
+    if missing or unexpected:
+        raise ModelLoadError(
+            f"checkpoint does not match a {family.name} model of this config: "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+    model.load_state_dict({k: weights[k] for k in expected}, assign=True, strict=True)
+    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
+    """All weights of a transformers folder: single or sharded, safetensors or ``.bin``."""
+    for index_name in INDEX_FILES:
+        index = folder / index_name
+        if index.exists():
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            state: dict[str, torch.Tensor] = {}
+            for shard in shards:
+                state.update(read_weight_file(folder / shard))
+            return state
+    for name in WEIGHT_FILES:
+        if (folder / name).exists():
+            return read_weight_file(folder / name)
+    raise ModelLoadError(f"no weights in {folder}: expected one of {', '.join(WEIGHT_FILES + INDEX_FILES)}")
+
+
+def read_weight_file(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        return load_file(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_hf_folder(
+    folder: Path, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+) -> tuple[CausalLM, PretrainedConfig]:
+    """Our model from a folder written by transformers' ``save_pretrained`` (config.json + weights)."""
+    config = AutoConfig.from_pretrained(folder)
+    return instantiate(config, read_state_dict(folder), dtype=dtype, device=device), config

@@ -1,0 +1,163 @@
+"""Mamba-1 and Falcon-Mamba (selective scan, one decay per channel d and state n).
+
+Per channel d and state n, with x the conv output, Delta = softplus(dt_proj(dt)), A = -exp(A_log):
+
+    Abar[t, d, n] = exp(Delta[t, d] A[d, n])
+    h[t, d, n]    = Abar[t, d, n] h[t-1, d, n] + Delta[t, d] B[t, n] x[t, d]
+    y[t, d]       = sum_n C[t, n] h[t, d, n] + D[d] x[t, d]
+
+which is the hidden attention
+    alpha[t, s, d] = sum_n C[t, n] exp(sum_{r=s+1..t} Delta[r, d] A[d, n]) Delta[s, d] B[s, n]
+    y[t, d]        = sum_{s<=t} alpha[t, s, d] x[s, d] + D[d] x[t, d].
+The mixer output is out_proj(y * silu(z)). Falcon-Mamba RMS-normalises dt, B and C (no weights).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PretrainedConfig
+
+from infoflow.knockout.spec import KnockoutMode
+from infoflow.models.base import Block, CausalLM, MixingTerms, RMSNorm, TokenMixer
+from infoflow.models.families import renamer
+from infoflow.models.ssm import blocked_sources, remove_positions, segsum, silu_conv, weightless_rms_norm
+
+
+@dataclass
+class Mamba1Inputs:
+    x_raw: torch.Tensor  # [B, T, Di] in_proj output before the conv (strict mode re-convolves it)
+    z: torch.Tensor  # [B, T, Di] gate
+    x: torch.Tensor  # [B, T, Di] silu(conv(x_raw))
+    delta: torch.Tensor  # [B, T, Di] fp32, softplus(dt_proj(dt))
+    B: torch.Tensor  # [B, T, N]
+    C: torch.Tensor  # [B, T, N]
+
+
+class Mamba1Mixer(TokenMixer):
+    supports_ssm_modes = True
+
+    def __init__(
+        self,
+        d_model: int,
+        d_inner: int,
+        d_state: int,
+        dt_rank: int,
+        d_conv: int,
+        conv_bias: bool,
+        proj_bias: bool,
+        bc_dt_norm_eps: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.n_features = d_inner
+        self.d_state, self.dt_rank = d_state, dt_rank
+        self.bc_dt_norm_eps = bc_dt_norm_eps  # Falcon-Mamba: RMS-normalise dt, B, C
+        self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=proj_bias)
+        self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, padding=d_conv - 1, bias=conv_bias)
+        self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(dt_rank, d_inner, bias=True)
+        self.A_log = nn.Parameter(torch.zeros(d_inner, d_state))
+        self.D = nn.Parameter(torch.ones(d_inner))
+        self.out_proj = nn.Linear(d_inner, d_model, bias=proj_bias)
+
+    def selective_inputs(self, x_raw: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """x_raw [B, T, Di] -> x [B, T, Di], Delta [B, T, Di] (fp32), B [B, T, N], C [B, T, N]."""
+        x = silu_conv(x_raw, self.conv1d)
+        dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        if self.bc_dt_norm_eps is not None:
+            dt, B, C = (weightless_rms_norm(v, self.bc_dt_norm_eps) for v in (dt, B, C))
+        delta = F.softplus(dt @ self.dt_proj.weight.T + self.dt_proj.bias.float())
+        return x, delta.float(), B, C
+
+    def prepare(self, hidden: torch.Tensor) -> Mamba1Inputs:
+        x_raw, z = self.in_proj(hidden).chunk(2, dim=-1)
+        x, delta, B, C = self.selective_inputs(x_raw)
+        return Mamba1Inputs(x_raw=x_raw, z=z, x=x, delta=delta, B=B, C=C)
+
+    @property
+    def A(self) -> torch.Tensor:
+        return -torch.exp(self.A_log.float())  # [Di, N]
+
+    def mix(self, p: Mamba1Inputs) -> torch.Tensor:
+        """Sequential selective scan (fp32 state), as transformers' reference path: [B, T, Di, 1]."""
+        A_bar = torch.exp(p.delta[..., None] * self.A)  # [B, T, Di, N]
+        Bx = p.delta[..., None] * p.B.float()[:, :, None, :] * p.x.float()[..., None]  # [B, T, Di, N]
+        state = torch.zeros_like(Bx[:, 0])
+        outputs = []
+        for t in range(p.x.shape[1]):
+            state = A_bar[:, t] * state + Bx[:, t]
+            outputs.append(torch.matmul(state.to(p.x.dtype), p.C[:, t, :, None])[..., 0])  # [B, Di]
+        y = torch.stack(outputs, dim=1) + p.x * self.D.float()
+        return y[..., None]
+
+    def terms(
+        self,
+        p: Mamba1Inputs,
+        blocked: torch.Tensor | None = None,
+        mode: KnockoutMode = KnockoutMode.ZERO_ATTENTION,
+        strict: bool = False,
+    ) -> MixingTerms:
+        sources = blocked_sources(blocked)  # [B, T]
+        x, delta, B, C = p.x, p.delta, p.B, p.C
+        if strict and sources is not None:  # blocked sources never reach the conv either
+            x, delta, B, C = self.selective_inputs(remove_positions(p.x_raw, sources))
+        if mode is KnockoutMode.ZERO_DELTA and sources is not None:  # no input and no decay at sources
+            delta = remove_positions(delta, sources)
+        # log_decay[b, d, n, t, s] = sum_{r=s+1..t} Delta[b, r, d] A[d, n]
+        log_decay = segsum((delta[..., None] * self.A).permute(0, 2, 3, 1))  # [B, Di, N, T, T]
+        # alpha[b, d, t, s] = sum_n C[b, t, n] exp(log_decay) Delta[b, s, d] B[b, s, n]
+        alpha = torch.einsum("btn,bdnts,bsn->bdts", C.float(), torch.exp(log_decay), B.float())
+        alpha = alpha * delta.transpose(1, 2)[:, :, None, :]
+        if blocked is not None:
+            alpha = alpha.masked_fill(blocked[:, None], 0.0)
+        values = x.float()[..., None]  # [B, T, Di, 1]
+        skip = values * self.D.float()[:, None]
+        return MixingTerms(matrix=alpha, values=values, skip=skip)
+
+    def project(self, mixed: torch.Tensor, p: Mamba1Inputs) -> torch.Tensor:
+        return self.out_proj((mixed[..., 0] * F.silu(p.z.float())).to(p.z.dtype))
+
+    def decay_norms(self) -> torch.Tensor:
+        return torch.exp(-torch.exp(self.A_log.float())).abs().sum(-1)  # [Di]
+
+
+def build(config: PretrainedConfig) -> CausalLM:
+    """A Mamba-1 (``model_type`` mamba) or Falcon-Mamba (falcon_mamba) model from a transformers config."""
+    falcon = config.model_type == "falcon_mamba"
+    blocks = [
+        Block(
+            RMSNorm(config.hidden_size, config.layer_norm_epsilon),
+            Mamba1Mixer(
+                d_model=config.hidden_size,
+                d_inner=config.intermediate_size,
+                d_state=config.state_size,
+                dt_rank=int(config.time_step_rank),
+                d_conv=config.conv_kernel,
+                conv_bias=config.use_conv_bias,
+                proj_bias=config.use_bias,
+                bc_dt_norm_eps=config.mixer_rms_eps if falcon else None,
+            ),
+        )
+        for _ in range(config.num_hidden_layers)
+    ]
+    return CausalLM(
+        family="falcon_mamba" if falcon else "mamba1",
+        embed=nn.Embedding(config.vocab_size, config.hidden_size),
+        blocks=blocks,
+        final_norm=RMSNorm(config.hidden_size, config.layer_norm_epsilon),
+        lm_head=nn.Linear(config.hidden_size, config.vocab_size, bias=False),
+    )
+
+
+# transformers' parameter names -> ours
+convert_state_dict = renamer(
+    (
+        (r"^backbone\.embeddings\.", "embed."),
+        (r"^backbone\.layers\.(\d+)\.norm\.", r"blocks.\1.mixer_norm."),
+        (r"^backbone\.layers\.(\d+)\.mixer\.", r"blocks.\1.mixer."),
+        (r"^backbone\.norm_f\.", "final_norm."),
+    )
+)
