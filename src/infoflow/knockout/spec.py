@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 import torch
 
 
-class KnockoutMode(str, Enum):
+class KnockoutMode(StrEnum):
     """How a Mamba mixer removes a blocked edge (attention models accept only ``ZERO_ATTENTION``)."""
 
     # alpha[t, s, f] = 0: the source's term is removed, the decay between s and t is kept (reference default)
@@ -23,7 +23,7 @@ class KnockoutMode(str, Enum):
     ZERO_DELTA = "zero-delta"
 
 
-class FeatureCategory(str, Enum):
+class FeatureCategory(StrEnum):
     """Which Mamba features a knockout leaves untouched (reference semantics, named by what is *exempt*).
 
     Features are ranked per layer by their decay norm ``sum_n exp(-exp(A_log))`` (decay at Delta = 1):
@@ -32,9 +32,7 @@ class FeatureCategory(str, Enum):
 
     ALL = "all"  # nothing exempt: every feature is knocked out
     FAST_DECAY = "fast_decay"  # fastest-decaying fraction exempt => slow-decay ("context-dependent") knocked
-    SLOW_DECAY = (
-        "slow_decay"  # slowest-decaying fraction exempt => fast-decay ("context-independent") knocked
-    )
+    SLOW_DECAY = "slow_decay"  # slowest-decaying fraction exempt => fast-decay ("context-independent") knocked
 
     @property
     def knocked_out_description(self) -> str:
@@ -72,9 +70,7 @@ class FeatureSelection:
         n_features = decay_norms.shape[0]
         n_exempt = int(n_features * self.exempt_fraction)
         # reference: argsort ascending (fast decay first) for FAST_DECAY, descending for SLOW_DECAY
-        order = torch.argsort(
-            decay_norms, descending=self.category is FeatureCategory.SLOW_DECAY, stable=True
-        )
+        order = torch.argsort(decay_norms, descending=self.category is FeatureCategory.SLOW_DECAY, stable=True)
         mask = torch.zeros(n_features, dtype=torch.bool, device=decay_norms.device)
         mask[order[:n_exempt]] = True
         return mask
