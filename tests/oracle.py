@@ -38,7 +38,7 @@ def mixer_reconstruction_error(ours: CausalLM, input_ids: torch.Tensor) -> float
     """max |matrix @ values + skip - mix(...)| over every layer's mixer (hidden-attention export check)."""
     worst = 0.0
     with torch.no_grad():
-        for layer, residual in enumerate(ours.residual_inputs(input_ids)):
+        for layer, residual in enumerate(ours.residual_stream(input_ids)[:-1]):
             mixer = ours.mixer(layer)
             prepared = mixer.prepare(ours.blocks[layer].mixer_norm(residual))
             terms = mixer.terms(prepared)

@@ -245,24 +245,18 @@ class CausalLM(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, knockout: Knockout | None = None) -> torch.Tensor:
         """Logits [B, T, V] for token ids [B, T], with ``knockout`` applied to every prompt of the batch."""
+        return self.lm_head(self.final_norm(self.residual_stream(input_ids, knockout)[-1]))
+
+    def residual_stream(self, input_ids: torch.Tensor, knockout: Knockout | None = None) -> list[torch.Tensor]:
+        """``n_layers + 1`` tensors [B, T, D]: the residual stream entering each layer, then the last output."""
         self.check_length(input_ids.shape[1])
         per_layer = self.layer_knockouts(knockout, input_ids.shape[1])
-        hidden = self.embed(input_ids)
+        stream = [self.embed(input_ids)]
         for index, block in enumerate(self.blocks):
-            hidden = block(hidden, per_layer.get(index))
-        return self.lm_head(self.final_norm(hidden))
-
-    def residual_inputs(self, input_ids: torch.Tensor) -> list[torch.Tensor]:
-        """The residual stream entering each layer (clean run): ``n_layers`` tensors [B, T, D]."""
-        self.check_length(input_ids.shape[1])
-        hidden = self.embed(input_ids)
-        inputs = []
-        for block in self.blocks:
-            inputs.append(hidden)
-            hidden = block(hidden)
-        return inputs
+            stream.append(block(stream[-1], per_layer.get(index)))
+        return stream
 
     def hidden_attention(self, input_ids: torch.Tensor, layer: int) -> torch.Tensor:
         """[B, F, T, T]: the mixing matrix of ``layer`` on the clean run of ``input_ids``."""
         block = self.blocks[layer]
-        return self.mixer(layer).hidden_attention(block.mixer_norm(self.residual_inputs(input_ids)[layer]))
+        return self.mixer(layer).hidden_attention(block.mixer_norm(self.residual_stream(input_ids)[layer]))

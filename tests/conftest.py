@@ -1,0 +1,77 @@
+"""Session-wide tiny random-weight models of every family, loaded through our real loader."""
+
+from __future__ import annotations
+
+import pytest
+from transformers import (
+    FalconMambaConfig,
+    FalconMambaForCausalLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    Mamba2Config,
+    Mamba2ForCausalLM,
+    MambaConfig,
+    MambaForCausalLM,
+)
+
+from infoflow.models.base import CausalLM
+from tests.oracle import randomize_, save_and_load
+
+TINY_VOCAB = 61
+
+TINY_MODELS = {
+    "mamba": lambda: MambaForCausalLM(
+        MambaConfig(vocab_size=TINY_VOCAB, hidden_size=16, state_size=4, num_hidden_layers=4, time_step_rank=2)
+    ),
+    "falcon_mamba": lambda: FalconMambaForCausalLM(
+        FalconMambaConfig(vocab_size=TINY_VOCAB, hidden_size=16, state_size=4, num_hidden_layers=4, time_step_rank=2)
+    ),
+    "mamba2": lambda: Mamba2ForCausalLM(
+        Mamba2Config(
+            vocab_size=TINY_VOCAB,
+            hidden_size=16,
+            num_heads=4,
+            head_dim=8,
+            state_size=8,
+            n_groups=1,
+            num_hidden_layers=4,
+            chunk_size=4,
+        )
+    ),
+    "gpt2": lambda: GPT2LMHeadModel(GPT2Config(vocab_size=TINY_VOCAB, n_embd=16, n_layer=4, n_head=2, n_positions=64)),
+    "llama": lambda: LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=TINY_VOCAB,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
+    ),
+}
+SSM_FAMILIES = ("mamba", "falcon_mamba", "mamba2")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_factory(tmp_path_factory):
+    cache: dict[str, CausalLM] = {}
+
+    def get(name: str) -> CausalLM:
+        if name not in cache:
+            cache[name] = save_and_load(randomize_(TINY_MODELS[name](), seed=7), tmp_path_factory.mktemp(name))
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(scope="session", params=sorted(TINY_MODELS))
+def tiny_model(request, tiny_model_factory) -> CausalLM:
+    return tiny_model_factory(request.param)
+
+
+@pytest.fixture(scope="session", params=SSM_FAMILIES)
+def tiny_ssm(request, tiny_model_factory) -> CausalLM:
+    return tiny_model_factory(request.param)
