@@ -35,15 +35,16 @@ class LayerKnockout:
 
 @dataclass
 class MixingTerms:
-    """``mixed = matrix @ values + skip`` per feature (the hidden attention of a mixer)."""
+    """``mixed = matrix @ values + skip`` per feature (the hidden attention of a mixer), for R output rows
+    (every position, R = T, unless the mixer was asked for some rows only)."""
 
-    matrix: torch.Tensor  # [B, F, T, T], matrix[b, f, t, s] (zero above the diagonal)
+    matrix: torch.Tensor  # [B, F, R, T], matrix[b, f, r, s] (zero where s is after the row's position)
     values: torch.Tensor  # [B, T, F, P], what the matrix mixes across positions
-    skip: torch.Tensor  # [B, T, F, P], the per-position part no other position contributes to
+    skip: torch.Tensor  # [B, R, F, P], the per-position part no other position contributes to
 
     def mixed(self) -> torch.Tensor:
-        """[B, T, F, P]: mixed[b, t, f, p] = sum_s matrix[b, f, t, s] values[b, s, f, p] + skip[b, t, f, p]."""
-        return torch.einsum("bfts,bsfp->btfp", self.matrix, self.values) + self.skip
+        """[B, R, F, P]: mixed[b, r, f, p] = sum_s matrix[b, f, r, s] values[b, s, f, p] + skip[b, r, f, p]."""
+        return torch.einsum("bfrs,bsfp->brfp", self.matrix, self.values) + self.skip
 
 
 def repeat_batch(prepared: Any, repeats: int) -> Any:
@@ -54,6 +55,27 @@ def repeat_batch(prepared: Any, repeats: int) -> Any:
         if isinstance(value := getattr(prepared, f.name), torch.Tensor)
     }
     return dataclasses.replace(prepared, **changes)
+
+
+def slice_positions(prepared: Any, start: int) -> Any:
+    """Positions ``start..T-1`` of every tensor field [B, T, ...] of a prepared-inputs dataclass."""
+    changes = {
+        f.name: value[:, start:]
+        for f in dataclasses.fields(prepared)
+        if isinstance(value := getattr(prepared, f.name), torch.Tensor)
+    }
+    return dataclasses.replace(prepared, **changes)
+
+
+def join_positions(prefix: Any, tail: Any, start: int) -> Any:
+    """Positions ``< start`` of ``prefix`` (batch of one, broadcast) followed by all of ``tail`` [K, T - start]."""
+    changes = {}
+    for f in dataclasses.fields(tail):
+        value = getattr(tail, f.name)
+        if isinstance(value, torch.Tensor):
+            head = getattr(prefix, f.name)[:, :start]
+            changes[f.name] = torch.cat([head.expand(value.shape[0], *head.shape[1:]), value], dim=1)
+    return dataclasses.replace(tail, **changes)
 
 
 class TokenMixer(nn.Module, ABC):
@@ -77,12 +99,23 @@ class TokenMixer(nn.Module, ABC):
         blocked: torch.Tensor | None = None,
         mode: KnockoutMode = KnockoutMode.ZERO_ATTENTION,
         strict: bool = False,
+        rows: torch.Tensor | None = None,
     ) -> MixingTerms:
-        """Materialised hidden attention with ``blocked`` [B, T, T] edges removed.
+        """Materialised hidden attention with ``blocked`` [B, T, T] edges removed, for output positions
+        ``rows`` [R] (default: all).
 
-        Each batch entry is expected to block edges of a single target row: ``zero-delta`` and ``strict``
-        remove the union of the entry's blocked sources from the whole entry.
+        ``zero-delta`` and ``strict`` change the sources themselves: they remove the union of the entry's
+        blocked sources from the whole entry, so entries should then block edges of a single target row.
         """
+
+    def prepare_tail(self, hidden_tail: torch.Tensor, prefix: Any, start: int) -> Any:
+        """Prepared inputs [K, T, ...] of K variants of a prompt that agree with the clean run ``prefix``
+        (batch of one) before ``start`` and have normed inputs ``hidden_tail`` [K, T - start, D] from there.
+
+        The default recomputes nothing before ``start`` only for per-position projections; families whose
+        projections look back (a conv1d) or depend on the absolute position (rotary) override it.
+        """
+        return join_positions(prefix, self.prepare(hidden_tail), start)
 
     @abstractmethod
     def project(self, mixed: torch.Tensor, prepared: Any) -> torch.Tensor:
@@ -119,7 +152,6 @@ class TokenMixer(nn.Module, ABC):
         copy of the inputs in which only row r's edges are blocked (so zero-delta and strict, which change
         the sources themselves, affect row r alone).
         """
-        self.check_knockout(knockout)
         blocked = knockout.blocked
         rows = blocked.any(dim=-1).nonzero().squeeze(-1)  # [R] target positions
         if rows.numel() == 0:
@@ -169,11 +201,14 @@ class Block(nn.Module):
         self.mlp = mlp
 
     def forward(self, hidden: torch.Tensor, knockout: LayerKnockout | None = None) -> torch.Tensor:
-        hidden = hidden + self.mixer(self.mixer_norm(hidden), knockout)
-        if self.mlp is not None:
-            assert self.mlp_norm is not None
-            hidden = hidden + self.mlp(self.mlp_norm(hidden))
-        return hidden
+        return self.add_mlp(hidden + self.mixer(self.mixer_norm(hidden), knockout))
+
+    def add_mlp(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The part of the block after the mixer's residual add (positions do not interact)."""
+        if self.mlp is None:
+            return hidden
+        assert self.mlp_norm is not None
+        return hidden + self.mlp(self.mlp_norm(hidden))
 
 
 class CausalLM(nn.Module):
@@ -227,7 +262,7 @@ class CausalLM(nn.Module):
             raise ValueError(f"layers {bad_layers} do not exist in a model with {self.n_layers} layers")
         device = self.lm_head.weight.device
         blocked = knockout.blocked_matrix(seq_len, device=device)
-        return {
+        per_layer = {
             layer: LayerKnockout(
                 blocked=blocked,
                 mode=knockout.mode,
@@ -236,6 +271,9 @@ class CausalLM(nn.Module):
             )
             for layer in knockout.layers
         }
+        for layer, layer_knockout in per_layer.items():
+            self.mixer(layer).check_knockout(layer_knockout)
+        return per_layer
 
     def check_length(self, seq_len: int) -> None:
         if self.max_positions is not None and seq_len > self.max_positions:

@@ -22,7 +22,7 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from infoflow.knockout.spec import KnockoutMode
-from infoflow.models.base import Block, CausalLM, MixingTerms, RMSNorm, TokenMixer
+from infoflow.models.base import Block, CausalLM, MixingTerms, RMSNorm, TokenMixer, join_positions
 from infoflow.models.families import renamer
 from infoflow.models.ssm import blocked_sources, remove_positions, segsum, silu_conv, weightless_rms_norm
 
@@ -99,23 +99,34 @@ class Mamba1Mixer(TokenMixer):
         blocked: torch.Tensor | None = None,
         mode: KnockoutMode = KnockoutMode.ZERO_ATTENTION,
         strict: bool = False,
+        rows: torch.Tensor | None = None,
     ) -> MixingTerms:
+        rows = torch.arange(p.x.shape[1], device=p.x.device) if rows is None else rows
         sources = blocked_sources(blocked)  # [B, T]
         x, delta, B, C = p.x, p.delta, p.B, p.C
         if strict and sources is not None:  # blocked sources never reach the conv either
             x, delta, B, C = self.selective_inputs(remove_positions(p.x_raw, sources))
         if mode is KnockoutMode.ZERO_DELTA and sources is not None:  # no input and no decay at sources
             delta = remove_positions(delta, sources)
-        # log_decay[b, d, n, t, s] = sum_{r=s+1..t} Delta[b, r, d] A[d, n]
-        log_decay = segsum((delta[..., None] * self.A).permute(0, 2, 3, 1))  # [B, Di, N, T, T]
-        # alpha[b, d, t, s] = sum_n C[b, t, n] exp(log_decay) Delta[b, s, d] B[b, s, n]
-        alpha = torch.einsum("btn,bdnts,bsn->bdts", C.float(), torch.exp(log_decay), B.float())
+        # log_decay[b, d, n, r, s] = sum_{q=s+1..t} Delta[b, q, d] A[d, n], t = rows[r]
+        log_decay = segsum((delta[..., None] * self.A).permute(0, 2, 3, 1), rows)  # [B, Di, N, R, T]
+        # alpha[b, d, r, s] = sum_n C[b, t, n] exp(log_decay) Delta[b, s, d] B[b, s, n]
+        alpha = torch.einsum("brn,bdnrs,bsn->bdrs", C[:, rows].float(), torch.exp(log_decay), B.float())
         alpha = alpha * delta.transpose(1, 2)[:, :, None, :]
         if blocked is not None:
-            alpha = alpha.masked_fill(blocked[:, None], 0.0)
+            alpha = alpha.masked_fill(blocked[:, None, rows], 0.0)
         values = x.float()[..., None]  # [B, T, Di, 1]
-        skip = values * self.D.float()[:, None]
+        skip = values[:, rows] * self.D.float()[:, None]
         return MixingTerms(matrix=alpha, values=values, skip=skip)
+
+    def prepare_tail(self, hidden_tail: torch.Tensor, prefix: Mamba1Inputs, start: int) -> Mamba1Inputs:
+        x_raw_tail, z_tail = self.in_proj(hidden_tail).chunk(2, dim=-1)
+        # the conv at positions >= start looks back d_conv - 1 positions into the clean prefix
+        lookback = min(start, self.conv1d.kernel_size[0] - 1)
+        head = prefix.x_raw[:, start - lookback : start].expand(len(hidden_tail), -1, -1)
+        x, delta, B, C = (v[:, lookback:] for v in self.selective_inputs(torch.cat([head, x_raw_tail], dim=1)))
+        tail = Mamba1Inputs(x_raw=x_raw_tail, z=z_tail, x=x, delta=delta, B=B, C=C)
+        return join_positions(prefix, tail, start)
 
     def project(self, mixed: torch.Tensor, p: Mamba1Inputs) -> torch.Tensor:
         return self.out_proj((mixed[..., 0] * F.silu(p.z.float())).to(p.z.dtype))

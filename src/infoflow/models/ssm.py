@@ -16,18 +16,20 @@ def causal_conv1d(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     return conv(x.transpose(1, 2))[..., :seq_len].transpose(1, 2)
 
 
-def segsum(x: torch.Tensor) -> torch.Tensor:
-    """Segment sums along the last axis: x [..., T] -> [..., T, T].
+def segsum(x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Segment sums along the last axis: x [..., T] -> [..., R, T] for output positions ``rows`` [R]
+    (default: all T).
 
-    out[..., t, s] = sum_{r=s+1..t} x[..., r] for s <= t, and -inf above the diagonal (so exp(out) is the
-    lower-triangular decay matrix; exp of the diagonal is 1).
+    out[..., i, s] = sum_{r=s+1..t} x[..., r] with t = rows[i], for s <= t, and -inf for s > t (so exp(out)
+    is the causal decay matrix; exp of the diagonal is 1). Sums run backwards from t, without subtraction.
     """
     seq_len = x.shape[-1]
-    x = x[..., None].expand(*x.shape, seq_len)  # x[..., r, s] = x[r]
-    strictly_lower = torch.ones(seq_len, seq_len, dtype=torch.bool, device=x.device).tril(-1)
-    sums = x.masked_fill(~strictly_lower, 0).cumsum(dim=-2)  # sums[t, s] = sum_{s < r <= t} x[r]
-    lower = torch.ones(seq_len, seq_len, dtype=torch.bool, device=x.device).tril()
-    return sums.masked_fill(~lower, float("-inf"))
+    rows = torch.arange(seq_len, device=x.device) if rows is None else rows
+    upto = torch.arange(seq_len, device=x.device)[None, :] <= rows[:, None]  # [R, T]: r <= t
+    masked = x[..., None, :].masked_fill(~upto, 0)  # [..., R, T]: x[r] for r <= t
+    from_r = masked.flip(-1).cumsum(-1).flip(-1)  # from_r[i, s] = sum_{s <= r <= t} x[r]
+    after_s = torch.cat([from_r[..., 1:], torch.zeros_like(from_r[..., :1])], dim=-1)  # sum_{s < r <= t}
+    return after_s.masked_fill(~upto, float("-inf"))
 
 
 def weightless_rms_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
