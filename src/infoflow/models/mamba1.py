@@ -24,7 +24,14 @@ from transformers import PretrainedConfig
 from infoflow.knockout.spec import KnockoutMode
 from infoflow.models.base import Block, CausalLM, MixingTerms, RMSNorm, TokenMixer, join_positions
 from infoflow.models.families import renamer
-from infoflow.models.ssm import blocked_sources, remove_positions, segsum, silu_conv, weightless_rms_norm
+from infoflow.models.ssm import (
+    blocked_sources,
+    remove_positions,
+    segsum,
+    silu_conv,
+    weightless_rms_norm,
+    with_conv_lookback,
+)
 
 
 @dataclass
@@ -121,10 +128,8 @@ class Mamba1Mixer(TokenMixer):
 
     def prepare_tail(self, hidden_tail: torch.Tensor, prefix: Mamba1Inputs, start: int) -> Mamba1Inputs:
         x_raw_tail, z_tail = self.in_proj(hidden_tail).chunk(2, dim=-1)
-        # the conv at positions >= start looks back d_conv - 1 positions into the clean prefix
-        lookback = min(start, self.conv1d.kernel_size[0] - 1)
-        head = prefix.x_raw[:, start - lookback : start].expand(len(hidden_tail), -1, -1)
-        x, delta, B, C = (v[:, lookback:] for v in self.selective_inputs(torch.cat([head, x_raw_tail], dim=1)))
+        window, lookback = with_conv_lookback(prefix.x_raw, x_raw_tail, start, self.conv1d)
+        x, delta, B, C = (v[:, lookback:] for v in self.selective_inputs(window))
         tail = Mamba1Inputs(x_raw=x_raw_tail, z=z_tail, x=x, delta=delta, B=B, C=C)
         return join_positions(prefix, tail, start)
 

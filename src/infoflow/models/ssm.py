@@ -53,3 +53,11 @@ def remove_positions(x: torch.Tensor, positions: torch.Tensor | None) -> torch.T
 
 def silu_conv(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     return F.silu(causal_conv1d(x, conv))
+
+
+def with_conv_lookback(prefix_raw: torch.Tensor, tail_raw: torch.Tensor, start: int, conv: nn.Conv1d) -> tuple:
+    """The conv inputs a tail needs: the last ``kernel - 1`` clean positions before ``start`` (prefix_raw
+    [1, T, C], broadcast) then the tail's own [K, R, C]. Returns ([K, lookback + R, C], lookback)."""
+    lookback = min(start, conv.kernel_size[0] - 1)
+    head = prefix_raw[:, start - lookback : start].expand(tail_raw.shape[0], -1, -1)
+    return torch.cat([head, tail_raw], dim=1), lookback

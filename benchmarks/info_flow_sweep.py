@@ -1,0 +1,101 @@
+"""Fast vs reference engine on the paper's info-flow sweep, at real model shapes with random weights.
+
+One prompt = last <- {subject, relation, last, first} in every window (ws 9, start-aligned), target last.
+Prints, measured side by side in this run: time per prompt of the reference engine, of the fast engine
+and of the clean forward alone; the ratios; and the largest probability difference between the engines.
+
+    python -m benchmarks.info_flow_sweep --shape mamba1-130m --prompts 4 --reference-prompts 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.shapes import SHAPES
+from infoflow.knockout.fast import FastEngine
+from infoflow.knockout.reference import ReferenceEngine
+from infoflow.knockout.spec import Knockout, window_starts
+from infoflow.models.random_init import random_model
+
+
+def sweep_knockouts(seq_len: int, n_layers: int, window_size: int) -> list[Knockout]:
+    """The 4-source sweep for a prompt whose subject is tokens 1..3."""
+    last = seq_len - 1
+    subject = [1, 2, 3]
+    sources = [subject, [p for p in range(seq_len) if p not in subject], [last], [0]]
+    return [
+        Knockout.between([last], positions, range(start, start + window_size))
+        for positions in sources
+        for start in window_starts(window_size, n_layers)
+    ]
+
+
+def seconds_per_call(function: Callable[[], object], device: torch.device, calls: int) -> float:
+    function()  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    begin = time.perf_counter()
+    for _ in range(calls):
+        function()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - begin) / calls
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="mamba1-130m")
+    parser.add_argument("--prompts", type=int, default=4, help="prompts timed with the fast engine")
+    parser.add_argument("--reference-prompts", type=int, default=1, help="prompts timed with the reference")
+    parser.add_argument("--tokens", type=int, default=12, help="prompt length")
+    parser.add_argument("--window-size", type=int, default=9)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--max-batch", type=int, default=256)
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    model = random_model(SHAPES[args.shape](), dtype=getattr(torch, args.dtype), device=device)
+    generator = torch.Generator().manual_seed(0)
+    vocab = model.lm_head.out_features
+    prompts = [torch.randint(0, vocab, (args.tokens,), generator=generator) for _ in range(args.prompts)]
+    knockouts = sweep_knockouts(args.tokens, model.n_layers, args.window_size)
+    fast, reference = FastEngine(model, max_batch=args.max_batch), ReferenceEngine(model)
+
+    with torch.no_grad():
+        clean = seconds_per_call(lambda: [model(p.view(1, -1).to(device)) for p in prompts], device, 1)
+        fast_time = seconds_per_call(lambda: [fast.probabilities(p, knockouts) for p in prompts], device, 1)
+        reference_prompts = prompts[: args.reference_prompts]
+        reference_time = seconds_per_call(
+            lambda: [reference.probabilities(p, knockouts) for p in reference_prompts], device, 1
+        )
+        difference = max(
+            (fast.probabilities(p, knockouts) - reference.probabilities(p, knockouts)).abs().max().item()
+            for p in reference_prompts
+        )
+    per_prompt = {
+        "clean forward": clean / len(prompts),
+        "fast engine": fast_time / len(prompts),
+        "reference engine": reference_time / len(reference_prompts),
+    }
+    table = Table(title=f"{args.shape} ({model.n_layers} layers), {args.tokens} tokens, {len(knockouts)} knockouts"
+                  f"/prompt, {args.device} {args.dtype}")
+    table.add_column("engine")
+    table.add_column("s / prompt", justify="right")
+    table.add_column("ms / knockout", justify="right")
+    for name, seconds in per_prompt.items():
+        table.add_row(name, f"{seconds:.4f}", f"{1000 * seconds / len(knockouts):.3f}")
+    Console().print(table)
+    print(f"fast vs reference: {per_prompt['reference engine'] / per_prompt['fast engine']:.1f}x faster")
+    print(f"fast / clean forward: {per_prompt['fast engine'] / per_prompt['clean forward']:.2f}x the time")
+    print(f"max |p_fast - p_reference| = {difference:.2e}")
+
+
+if __name__ == "__main__":
+    main()

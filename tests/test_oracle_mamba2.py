@@ -1,0 +1,147 @@
+"""Mamba-2: our forward pass equals transformers' on random-weight models; its knockouts equal hand computations."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import Mamba2Config, Mamba2ForCausalLM
+
+from infoflow.knockout.spec import Knockout, KnockoutMode
+from tests.oracle import max_logit_difference, mixer_reconstruction_error, randomize_, save_and_load
+
+VOCAB = 97
+CHUNK = 8  # small, so that prompts of 17 and 20 tokens take the multi-chunk path with padding
+VARIANTS = {"g1h2": (1, 2), "g1h4": (1, 4), "g2h8": (2, 8)}  # n_groups, num_heads
+
+
+def mamba2_config(n_groups: int, num_heads: int, num_hidden_layers: int = 2) -> Mamba2Config:
+    return Mamba2Config(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_heads=num_heads,
+        head_dim=64 // num_heads,
+        state_size=8,
+        n_groups=n_groups,
+        num_hidden_layers=num_hidden_layers,
+        expand=2,
+        conv_kernel=4,
+        chunk_size=CHUNK,
+        use_conv_bias=True,
+    )
+
+
+@pytest.fixture(params=sorted(VARIANTS), scope="module")
+def pair(request, tmp_path_factory):
+    theirs = randomize_(Mamba2ForCausalLM(mamba2_config(*VARIANTS[request.param])), seed=2)
+    return theirs, save_and_load(theirs, tmp_path_factory.mktemp(request.param))
+
+
+def prompt(seq_len: int, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, VOCAB, (2, seq_len), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("seq_len", [1, 5, 17, 20])
+def test_logits_equal_transformers(pair, seq_len):
+    theirs, ours = pair
+    assert max_logit_difference(theirs, ours, prompt(seq_len, seed=seq_len)) <= 1e-4
+
+
+@pytest.mark.parametrize("seq_len", [11, 19])
+def test_hidden_attention_reproduces_mixer(pair, seq_len):
+    _, ours = pair
+    assert mixer_reconstruction_error(ours, prompt(seq_len, seed=3)) <= 1e-5
+
+
+def test_family_and_decay_norms(pair):
+    theirs, ours = pair
+    assert ours.family == "mamba2" and ours.mixer(0).n_features == theirs.config.num_heads
+    a_log = theirs.backbone.layers[0].mixer.A_log
+    torch.testing.assert_close(ours.mixer(0).decay_norms(), torch.exp(-torch.exp(a_log)))
+
+
+def hand_knocked_block(block, hidden: torch.Tensor, edges: set[tuple[int, int]], zero_delta: bool) -> torch.Tensor:
+    """A transformers ``Mamba2Block`` on hidden [T, D], with M_h[t, s] = 0 for ``edges``, by explicit sums over s.
+
+    With ``zero_delta``, row t also sees Delta = 0 at its blocked sources (no input and no decay there).
+    """
+    mixer = block.mixer
+    seq_len, heads, groups = hidden.shape[0], mixer.num_heads, mixer.n_groups
+    group_width = groups * mixer.ssm_state_size
+    z, xBC, dt = mixer.in_proj(block.norm(hidden)).split([mixer.intermediate_size, mixer.conv_dim, heads], dim=-1)
+    conv = mixer.conv1d
+    xBC = F.silu(F.conv1d(xBC.T, conv.weight, conv.bias, padding=conv.kernel_size[0] - 1, groups=mixer.conv_dim))
+    x, B, C = xBC[:, :seq_len].T.split([mixer.intermediate_size, group_width, group_width], dim=-1)
+    x, B, C = x.view(seq_len, heads, -1), B.view(seq_len, groups, -1), C.view(seq_len, groups, -1)
+    delta = F.softplus(dt + mixer.dt_bias)  # [T, H]
+    a = -torch.exp(mixer.A_log)  # [H]
+    y = torch.zeros_like(x)
+    for t in range(seq_len):
+        blocked = {s for target, s in edges if target == t}
+        row_delta = delta.clone()
+        if zero_delta:
+            row_delta[sorted(blocked)] = 0.0
+        for h in range(heads):
+            g = h // (heads // groups)
+            for s in set(range(t + 1)) - blocked:
+                m = (C[t, g] @ B[s, g]) * torch.exp(row_delta[s + 1 : t + 1, h].sum() * a[h])
+                y[t, h] += m * row_delta[s, h] * x[s, h]
+            y[t, h] += mixer.D[h] * x[t, h]
+    return hidden + mixer.out_proj(mixer.norm(y.flatten(1), z))
+
+
+@pytest.mark.parametrize("mode", list(KnockoutMode))
+def test_knockout_equals_hand_computation(pair, mode):
+    theirs, ours = pair
+    edges = {(6, 2), (6, 4), (4, 1), (3, 3)}
+    input_ids = prompt(7, seed=5)[:1]
+    with torch.no_grad():
+        hidden = theirs.backbone.embeddings(input_ids)
+        hidden = theirs.backbone.layers[0](hidden)
+        hidden = hand_knocked_block(theirs.backbone.layers[1], hidden[0], edges, mode is KnockoutMode.ZERO_DELTA)
+        expected = theirs.lm_head(theirs.backbone.norm_f(hidden))
+        knocked = ours(input_ids, Knockout(edges=tuple(edges), layers=(1,), mode=mode))[0]
+        clean = ours(input_ids)[0]
+    assert (knocked - expected).abs().max().item() <= 1e-4
+    targets = [3, 4, 6]
+    assert torch.equal(knocked[[0, 1, 2, 5]], clean[[0, 1, 2, 5]])  # rows without a blocked edge are untouched
+    assert (knocked[targets] - clean[targets]).abs().amax(-1).min().item() > 1e-3  # every target row changes
+
+
+def test_zero_delta_differs_only_when_a_source_decays_across_the_blocked_step(pair):
+    _, ours = pair
+    input_ids = prompt(9, seed=6)
+
+    def logits(source: int, mode: KnockoutMode) -> torch.Tensor:
+        with torch.no_grad():
+            return ours(input_ids, Knockout.between([8], [source], layers=(0, 1), mode=mode))[:, -1]
+
+    # blocking s = 4 < t = 8: zero-delta also skips step 4's decay of what positions 0..3 wrote
+    between = (logits(4, KnockoutMode.ZERO_DELTA) - logits(4, KnockoutMode.ZERO_ATTENTION)).abs().max().item()
+    assert between > 1e-3
+    # blocking s = 0: no earlier source decays across step 0, so both modes remove the same term
+    first = (logits(0, KnockoutMode.ZERO_DELTA) - logits(0, KnockoutMode.ZERO_ATTENTION)).abs().max().item()
+    assert first <= 1e-5
+
+
+@pytest.mark.parametrize(
+    ("mode", "strict", "independent"),
+    [
+        (KnockoutMode.ZERO_DELTA, True, True),
+        (KnockoutMode.ZERO_DELTA, False, False),  # the conv carries x, B, C of the source to the target
+        (KnockoutMode.ZERO_ATTENTION, True, False),  # the source's Delta still decays earlier sources
+    ],
+)
+def test_strict_zero_delta_cuts_the_source_off_in_one_layer(pair, mode, strict, independent):
+    """Layer 0's output at the target ignores the blocked source's token only with zero-delta and strict."""
+    _, ours = pair
+    target, source = 8, 6  # within the conv's reach
+    input_ids = prompt(9, seed=7)
+    changed = input_ids.clone()
+    changed[:, source] = (changed[:, source] + 1) % VOCAB
+    knockout = ours.layer_knockouts(Knockout.between([target], [source], (0,), mode=mode, strict=strict), 9)[0]
+    with torch.no_grad():
+        outputs = [ours.blocks[0](ours.embed(ids), knockout)[:, target] for ids in (input_ids, changed)]
+    difference = (outputs[0] - outputs[1]).abs().max().item()
+    if independent:
+        assert difference == 0.0
+    else:
+        assert difference > 1e-4
