@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from infoflow.knockout.fast import FastEngine
 from infoflow.knockout.reference import ReferenceEngine
 from infoflow.knockout.spec import FeatureCategory, FeatureSelection, Knockout, KnockoutMode
+from tests.attention_checks import assert_tail_and_rows_consistent
 from tests.conftest import TINY_VOCAB
 
 N_LAYERS = 4
@@ -61,3 +62,8 @@ def test_info_flow_sweep_with_target_last(tiny_model):
         for start in range(N_LAYERS - 1)
     ]
     assert_engines_agree(tiny_model, input_ids, knockouts)
+
+
+def test_tails_and_rows_agree_with_the_full_prompt(tiny_model):
+    """``prepare_tail`` equals ``prepare`` of the whole prompt; ``terms`` for some rows are those rows."""
+    assert_tail_and_rows_consistent(tiny_model)

@@ -227,9 +227,11 @@ class CausalLM(nn.Module):
         final_norm: nn.Module,
         lm_head: nn.Linear,
         max_positions: int | None = None,
+        token_embedding_key: str = "embed.weight",
     ) -> None:
         super().__init__()
         self.family = family
+        self.token_embedding_key = token_embedding_key  # the weight a tied lm_head shares
         self.embed = embed
         self.blocks = nn.ModuleList(blocks)
         self.final_norm = final_norm

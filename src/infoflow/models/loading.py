@@ -32,8 +32,10 @@ def instantiate(
     with torch.device("meta"):
         model = family.build(config)
     weights = family.convert(state_dict)
-    if "lm_head.weight" not in weights and "embed.weight" in weights:
-        weights["lm_head.weight"] = weights["embed.weight"]  # tied embeddings are saved once
+    if "lm_head.weight" not in weights and model.token_embedding_key in weights:
+        if not getattr(config, "tie_word_embeddings", True):
+            raise ModelLoadError("checkpoint has no lm_head.weight and its config does not tie it to the embeddings")
+        weights["lm_head.weight"] = weights[model.token_embedding_key]  # tied embeddings are saved once
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
     if missing or unexpected:
@@ -46,20 +48,24 @@ def instantiate(
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
-def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
-    """All weights of a transformers folder: single or sharded, safetensors or ``.bin``."""
+def weight_files(folder: Path) -> list[Path]:
+    """The files holding a transformers folder's weights: every shard of an index, or the single file."""
     for index_name in INDEX_FILES:
         index = folder / index_name
         if index.exists():
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            state: dict[str, torch.Tensor] = {}
-            for shard in shards:
-                state.update(read_weight_file(folder / shard))
-            return state
+            return [folder / shard for shard in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
     for name in WEIGHT_FILES:
         if (folder / name).exists():
-            return read_weight_file(folder / name)
+            return [folder / name]
     raise ModelLoadError(f"no weights in {folder}: expected one of {', '.join(WEIGHT_FILES + INDEX_FILES)}")
+
+
+def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
+    """All weights of a transformers folder: single or sharded, safetensors or ``.bin``."""
+    state: dict[str, torch.Tensor] = {}
+    for path in weight_files(folder):
+        state.update(read_weight_file(path))
+    return state
 
 
 def read_weight_file(path: Path) -> dict[str, torch.Tensor]:
