@@ -1,0 +1,442 @@
+"""The ``infoflow`` command line."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from infoflow.data.spans import TokenType
+from infoflow.knockout.spec import FeatureCategory, KnockoutMode
+
+app = typer.Typer(
+    help="Trace how factual information flows through Mamba and Transformer language models, by knockout.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+runs_app = typer.Typer(help="List, show, export and delete runs in the results store.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+console = Console(stderr=True)
+out = Console()
+
+DEFAULT_MODEL = "builtin-mamba1"
+
+Model = Annotated[str, typer.Option("--model", "-m", help="Alias (see `infoflow models`), hub id, folder or .gguf.")]
+Dataset = Annotated[
+    str, typer.Option("--dataset", "-d", help="counterfact, known_1000, synthetic, or a CSV/JSONL/Parquet file.")
+]
+DatasetFile = Annotated[
+    Path | None, typer.Option("--dataset-file", help="A local copy of a named dataset (no download).")
+]
+StoreOption = Annotated[
+    Path | None,
+    typer.Option("--store", help="Results store file [default: $INFOFLOW_STORE or ./infoflow-results.duckdb]"),
+]
+FilterOption = Annotated[str, typer.Option("--filter", help="Prompt filter, e.g. 'correct and not ids(3)'.")]
+Limit = Annotated[int | None, typer.Option("--limit", "-n", help="At most this many prompts (a seeded sample).")]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of the prompt sample.")]
+Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")]
+Dtype = Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="Knockouts per batched tail pass (fast engine).")]
+EngineOption = Annotated[str, typer.Option("--engine", help="fast (default) or reference (one forward per knockout).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+class CliError(Exception):
+    """An error shown to the user as one line, without a traceback."""
+
+
+@dataclass
+class Setup:
+    model: str
+    dataset: str
+    dataset_file: Path | None
+    store: Path | None
+    device: str
+    dtype: str
+    batch_size: int
+    engine: str
+    quiet: bool
+
+
+@contextmanager
+def experiment_context(setup: Setup, dataset_filter: str = "all") -> Iterator:
+    """Load model, dataset and store; yield (RunContext, prompts). Expected errors become CliError."""
+    from infoflow.data import load_dataset
+    from infoflow.experiments.runner import RunContext
+    from infoflow.knockout.fast import FastEngine
+    from infoflow.knockout.reference import ReferenceEngine
+    from infoflow.models import load_model
+    from infoflow.store import ResultsStore
+
+    engines = {"fast": lambda m: FastEngine(m, max_batch=setup.batch_size), "reference": ReferenceEngine}
+    if setup.engine not in engines:
+        raise CliError(f"unknown engine {setup.engine!r}; choose fast or reference")
+    with console.status(f"loading {setup.model}", spinner="dots"):
+        loaded = load_model(setup.model, device=setup.device, dtype=setup.dtype)
+    prompts = load_dataset(setup.dataset, path=setup.dataset_file)
+    with ResultsStore.open(setup.store) as store:
+        context = RunContext(
+            loaded=loaded,
+            engine=engines[setup.engine](loaded.model),
+            store=store,
+            dataset=setup.dataset,
+            dataset_filter=dataset_filter,
+            show_progress=not setup.quiet,
+        )
+        yield context, prompts
+
+
+def run_command(function, *args, **kwargs):
+    """Run a command body; expected failures print one clear line and exit 1, Ctrl-C exits 130."""
+    from infoflow.data.errors import DatasetError
+    from infoflow.experiments.filters import FilterError
+    from infoflow.models import ModelLoadError
+    from infoflow.store import StoreError
+
+    try:
+        return function(*args, **kwargs)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: finished prompts are stored; run the same command again to resume")
+        raise typer.Exit(130) from None
+    except (CliError, ModelLoadError, DatasetError, FilterError, StoreError, FileNotFoundError, ValueError) as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(1) from None
+
+
+def selected(context, prompts, expression: str, limit: int | None, seed: int) -> list:
+    from infoflow.experiments.selection import choose_prompts
+
+    chosen = choose_prompts(context, prompts, expression, limit, seed)
+    if not chosen:
+        raise CliError(f"the filter {expression!r} selects no prompt of {context.dataset}")
+    return chosen
+
+
+def print_done(kind: str, run_id: str, context) -> None:
+    run = context.store.run(run_id)
+    console.print(
+        f"[green]{kind} run {run_id}[/] {run.status}: model {context.loaded.name}, dataset {context.dataset} "
+        f"({run.manifest.n_prompts} prompts) in {context.store.path}"
+    )
+
+
+@app.command()
+def models() -> None:
+    """List the supported models and their short aliases."""
+    from infoflow.models import list_models
+
+    table = Table("alias", "family", "layers", "source", "description")
+    for entry in list_models():
+        table.add_row(
+            entry.alias, entry.family, str(entry.n_layers or ""), entry.hub_id or "package", entry.description
+        )
+    out.print(table)
+
+
+@app.command(name="evaluate")
+def evaluate_command(
+    model: Model = DEFAULT_MODEL,
+    dataset: Dataset = "synthetic",
+    dataset_file: DatasetFile = None,
+    dataset_filter: FilterOption = "all",
+    limit: Limit = None,
+    seed: Seed = 0,
+    store: StoreOption = None,
+    device: Device = "cpu",
+    dtype: Dtype = "float32",
+    batch_size: BatchSize = 256,
+    engine: EngineOption = "fast",
+    quiet: Quiet = False,
+) -> None:
+    """Clean next-token distribution per prompt: p0, rank and top-1 correctness of the target."""
+
+    def body() -> None:
+        from infoflow.experiments.experiments import evaluate
+
+        setup = Setup(model, dataset, dataset_file, store, device, dtype, batch_size, engine, quiet)
+        with experiment_context(setup, dataset_filter) as (context, prompts):
+            run_id = evaluate(context, selected(context, prompts, dataset_filter, limit, seed))
+            frame = context.store.frame(run_id, "evaluate")
+            print_done("evaluate", run_id, context)
+            out.print(f"top-1 accuracy {frame['correct'].mean():.1%} on {len(frame)} prompts")
+
+    run_command(body)
+
+
+@app.command(name="info-flow")
+def info_flow_command(
+    model: Model = DEFAULT_MODEL,
+    dataset: Dataset = "synthetic",
+    dataset_file: DatasetFile = None,
+    targets: Annotated[list[TokenType], typer.Option("--target", help="Target token type(s).")] = [TokenType.LAST],  # noqa: B006
+    sources: Annotated[list[TokenType] | None, typer.Option("--source", help="Source token type(s).")] = None,
+    feature_categories: Annotated[
+        list[FeatureCategory], typer.Option("--features", help="Mamba feature categories (exempt third).")
+    ] = [FeatureCategory.ALL],  # noqa: B006
+    window_sizes: Annotated[list[int], typer.Option("--window-size", "-w", help="Window size(s).")] = [9],  # noqa: B006
+    mode: Annotated[KnockoutMode, typer.Option(help="Mamba knockout mode.")] = KnockoutMode.ZERO_ATTENTION,
+    strict: Annotated[bool, typer.Option(help="Mamba: also block the conv1d path from sources.")] = False,
+    exempt_fraction: Annotated[float, typer.Option(help="Fraction of features a category exempts.")] = 1 / 3,
+    dataset_filter: FilterOption = "correct",
+    limit: Limit = None,
+    seed: Seed = 0,
+    store: StoreOption = None,
+    device: Device = "cpu",
+    dtype: Dtype = "float32",
+    batch_size: BatchSize = 256,
+    engine: EngineOption = "fast",
+    quiet: Quiet = False,
+) -> None:
+    """Knock out target <- source edges in every window of layers and record the target's probability."""
+
+    def body() -> None:
+        from infoflow.experiments.experiments import info_flow
+        from infoflow.experiments.plans import InfoFlowParams, KnockoutOptions
+
+        params = InfoFlowParams(
+            targets=tuple(targets),
+            sources=tuple(sources or InfoFlowParams().sources),
+            feature_categories=tuple(feature_categories),
+            window_sizes=tuple(window_sizes),
+            options=KnockoutOptions(mode=mode, strict=strict, exempt_fraction=exempt_fraction),
+        )
+        setup = Setup(model, dataset, dataset_file, store, device, dtype, batch_size, engine, quiet)
+        with experiment_context(setup, dataset_filter) as (context, prompts):
+            run_id = info_flow(context, selected(context, prompts, dataset_filter, limit, seed), params)
+            print_done("info-flow", run_id, context)
+            out.print(f"figures and tables: infoflow report {run_id}")
+
+    run_command(body)
+
+
+@app.command(name="heatmap")
+def heatmap_command(
+    model: Model = DEFAULT_MODEL,
+    dataset: Dataset = "synthetic",
+    dataset_file: DatasetFile = None,
+    window_size: Annotated[int, typer.Option("--window-size", "-w")] = 9,
+    mode: Annotated[KnockoutMode, typer.Option(help="Mamba knockout mode.")] = KnockoutMode.ZERO_ATTENTION,
+    strict: Annotated[bool, typer.Option(help="Mamba: also block the conv1d path from sources.")] = False,
+    dataset_filter: FilterOption = "correct",
+    limit: Limit = 5,
+    seed: Seed = 0,
+    store: StoreOption = None,
+    device: Device = "cpu",
+    dtype: Dtype = "float32",
+    batch_size: BatchSize = 256,
+    engine: EngineOption = "fast",
+    quiet: Quiet = False,
+) -> None:
+    """Knock out last <- each position in every window: a tokens x windows map of the target's probability."""
+
+    def body() -> None:
+        from infoflow.experiments.experiments import heatmap
+        from infoflow.experiments.plans import KnockoutOptions
+
+        setup = Setup(model, dataset, dataset_file, store, device, dtype, batch_size, engine, quiet)
+        with experiment_context(setup, dataset_filter) as (context, prompts):
+            chosen = selected(context, prompts, dataset_filter, limit, seed)
+            run_id = heatmap(context, chosen, window_size, KnockoutOptions(mode=mode, strict=strict))
+            print_done("heatmap", run_id, context)
+            out.print(f"figures: infoflow report {run_id}")
+
+    run_command(body)
+
+
+@app.command(name="attention")
+def attention_command(
+    model: Model = DEFAULT_MODEL,
+    dataset: Dataset = "synthetic",
+    dataset_file: DatasetFile = None,
+    dataset_filter: FilterOption = "all",
+    limit: Limit = 1,
+    seed: Seed = 0,
+    layers: Annotated[list[int] | None, typer.Option("--layer", help="Layer(s) to export [default: all].")] = None,
+    per_feature: Annotated[bool, typer.Option(help="Also every channel's / head's own matrix.")] = False,
+    store: StoreOption = None,
+    device: Device = "cpu",
+    dtype: Dtype = "float32",
+    quiet: Quiet = False,
+) -> None:
+    """Export hidden-attention matrices (mean over channels/heads, optionally each) for prompts."""
+
+    def body() -> None:
+        from infoflow.experiments.experiments import attention
+
+        setup = Setup(model, dataset, dataset_file, store, device, dtype, 1, "reference", quiet)
+        with experiment_context(setup, dataset_filter) as (context, prompts):
+            chosen = selected(context, prompts, dataset_filter, limit, seed)
+            run_id = attention(context, chosen, layers, per_feature)
+            print_done("attention", run_id, context)
+            out.print(f"export: infoflow runs export {run_id} attention.parquet")
+
+    run_command(body)
+
+
+@runs_app.command("list")
+def runs_list(store: StoreOption = None) -> None:
+    """Every run with its status and row counts."""
+
+    def body() -> None:
+        from infoflow.store import ResultsStore
+
+        with ResultsStore.open(store, read_only=True) as results:
+            frame = results.runs()
+        if frame.empty:
+            out.print("no runs yet")
+            return
+        table = Table("run", "kind", "model", "dataset", "filter", "status", "prompts done", "errors", "updated")
+        for row in frame.itertuples():
+            table.add_row(
+                row.run_id, row.kind, row.model_id, row.dataset, row.dataset_filter, str(row.status),
+                str(row.n_done), str(row.n_errors), str(row.updated_at)[:19],
+            )  # fmt: skip
+        out.print(table)
+
+    run_command(body)
+
+
+@runs_app.command("show")
+def runs_show(run_id: str, store: StoreOption = None) -> None:
+    """A run's manifest, status and errors."""
+
+    def body() -> None:
+        from infoflow.store import ResultsStore
+
+        with ResultsStore.open(store, read_only=True) as results:
+            run = results.run(run_id)
+            rows = results.frame(run.run_id)
+            errors = results.frame(run.run_id, "errors")
+        out.print(run)
+        out.print(f"{len(rows)} rows, {len(errors)} prompts with errors")
+        for error in errors.head(20).itertuples():
+            out.print(f"  prompt {error.prompt_id}: {error.reason}")
+
+    run_command(body)
+
+
+@runs_app.command("export")
+def runs_export(
+    run_id: str,
+    path: Path,
+    table: Annotated[str | None, typer.Option(help="Table to export (default: the run's own).")] = None,
+    store: StoreOption = None,
+) -> None:
+    """Export a run's rows to Parquet or CSV (by the file suffix)."""
+
+    def body() -> None:
+        from infoflow.store import ResultsStore
+
+        with ResultsStore.open(store, read_only=True) as results:
+            written = results.export(run_id, path, table=table)
+        out.print(f"wrote {written}")
+
+    run_command(body)
+
+
+@runs_app.command("delete")
+def runs_delete(
+    run_id: str, store: StoreOption = None, yes: Annotated[bool, typer.Option("--yes", "-y")] = False
+) -> None:
+    """Delete a run and all its rows."""
+
+    def body() -> None:
+        from infoflow.store import ResultsStore
+
+        if not yes and not typer.confirm(f"delete run {run_id} and all its rows?"):
+            raise typer.Exit(1)
+        with ResultsStore.open(store) as results:
+            results.delete_run(run_id)
+        out.print(f"deleted {run_id}")
+
+    run_command(body)
+
+
+@app.command()
+def report(
+    run_ids: Annotated[list[str] | None, typer.Argument(help="Runs to include [default: every run].")] = None,
+    output: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path("infoflow-report.html"),
+    heatmap_prompts: Annotated[int, typer.Option(help="Heatmaps shown per run.")] = 4,
+    x_axis: Annotated[str, typer.Option("--x", help="depth (%) or window (index).")] = "depth",
+    store: StoreOption = None,
+) -> None:
+    """One self-contained HTML file with the figures and summary tables of runs."""
+
+    def body() -> None:
+        from infoflow.report import write_report
+        from infoflow.store import ResultsStore
+
+        with ResultsStore.open(store, read_only=True) as results:
+            path = write_report(results, run_ids or None, output, heatmap_prompts=heatmap_prompts, x=x_axis)
+        out.print(f"report: {path.resolve()}")
+
+    run_command(body)
+
+
+@app.command()
+def plot(
+    run_ids: Annotated[list[str], typer.Argument(help="info-flow or heatmap runs (several: compared as lines).")],
+    output: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNG and PDF files.")] = Path("figures"),
+    metric: Annotated[str, typer.Option(help="diff (% change of p) or hit (% still top-1).")] = "diff",
+    lines: Annotated[str, typer.Option(help="model, feature_category or window_size.")] = "model",
+    x_axis: Annotated[str, typer.Option("--x", help="depth (%) or window (index).")] = "depth",
+    store: StoreOption = None,
+) -> None:
+    """Publication figures (PNG and PDF): info-flow curves with 95 % bands, or heatmaps of p - p0."""
+
+    def body() -> None:
+        from infoflow.plots import heatmap_figure, info_flow_figure, runs_frame, save_figure
+        from infoflow.store import ResultsStore
+
+        with ResultsStore.open(store, read_only=True) as results:
+            kinds = {str(results.run(run_id).manifest.kind) for run_id in run_ids}
+            if len(kinds) != 1 or not kinds <= {"info_flow", "heatmap"}:
+                raise CliError(f"plot takes runs of one kind, info_flow or heatmap; got {sorted(kinds)}")
+            kind = kinds.pop()
+            frame = runs_frame(results, run_ids, kind)
+        output.mkdir(parents=True, exist_ok=True)
+        written = []
+        if kind == "info_flow":
+            figure = info_flow_figure(frame, lines=lines, metric=metric, x=x_axis)
+            written += save_figure(figure, output / f"info-flow-{'-'.join(run_ids)}-{metric}")
+        else:
+            for prompt_id in sorted(frame["prompt_id"].unique()):
+                figure = heatmap_figure(frame, int(prompt_id), x=x_axis)
+                written += save_figure(figure, output / f"heatmap-{'-'.join(run_ids)}-prompt{prompt_id}")
+        for path in written:
+            out.print(f"wrote {path}")
+
+    run_command(body)
+
+
+@app.command()
+def presets(
+    name: Annotated[str | None, typer.Argument(help="Preset to save.")] = None,
+    expression: Annotated[str | None, typer.Argument(help="Its filter expression.")] = None,
+) -> None:
+    """List saved prompt-filter presets, or save one: `infoflow presets NAME 'EXPRESSION'`."""
+
+    def body() -> None:
+        from infoflow.experiments.filters import load_presets, save_preset
+
+        if name is not None:
+            if expression is None:
+                raise CliError("give the preset's filter expression after its name")
+            out.print(f"saved preset {name!r} to {save_preset(name, expression)}")
+            return
+        for preset, text in sorted(load_presets().items()):
+            out.print(f"{preset}: {text}")
+
+    run_command(body)
+
+
+def main() -> None:
+    app(sys.argv[1:])

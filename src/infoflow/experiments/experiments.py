@@ -1,0 +1,160 @@
+"""The experiments of DESIGN §1: evaluate, info-flow, heatmap and hidden-attention export."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+
+import torch
+
+from infoflow.data.prompts import FactPrompt
+from infoflow.data.spans import TokenSpans
+from infoflow.experiments.plans import (
+    InfoFlowParams,
+    KnockoutOptions,
+    heatmap_plan,
+    info_flow_plan,
+    relative_change,
+)
+from infoflow.experiments.runner import Rows, RunContext, run_prompts, with_ids
+from infoflow.models.base import CausalLM
+
+TOP_K = 5
+
+
+def prompt_ids(spans: TokenSpans) -> torch.Tensor:
+    return torch.tensor(spans.input_ids)
+
+
+@torch.no_grad()
+def clean_probabilities(model: CausalLM, sequences: Sequence[Sequence[int]], device: torch.device) -> torch.Tensor:
+    """Next-token probabilities [N, V] after each of N prompts, run as one right-padded batch (exact: a causal
+    model never lets the padding after a prompt reach its last position)."""
+    lengths = torch.tensor([len(s) for s in sequences])
+    ids = torch.zeros(len(sequences), int(lengths.max()), dtype=torch.long)
+    for i, sequence in enumerate(sequences):
+        ids[i, : len(sequence)] = torch.tensor(sequence)
+    logits = model(ids.to(device))[torch.arange(len(sequences)), lengths - 1]  # [N, V] at each last position
+    return torch.softmax(logits.float(), dim=-1)
+
+
+def evaluate(context: RunContext, prompts: Sequence[FactPrompt], top_k: int = TOP_K, batch_size: int = 32) -> str:
+    """Clean next-token distribution per prompt: p0 (target probability), rank (1 = top), correct, top-k."""
+    tokenizer = context.loaded.tokenizer
+
+    def chunk_job(chunk: list[tuple[FactPrompt, TokenSpans]]) -> list[Rows]:
+        probabilities = clean_probabilities(
+            context.loaded.model, [s.input_ids for _, s in chunk], context.engine.device
+        )
+        return [evaluation_row(prompt, spans, p) for (prompt, spans), p in zip(chunk, probabilities, strict=True)]
+
+    def evaluation_row(prompt: FactPrompt, spans: TokenSpans, probabilities: torch.Tensor) -> Rows:
+        p0 = probabilities[spans.target_id].item()
+        rank = 1 + int((probabilities > p0).sum().item())  # strictly more probable tokens, + 1
+        top = torch.topk(probabilities, top_k)
+        top_tokens = [
+            [i, tokenizer.decode([i]), round(p, 6)]
+            for i, p in zip(top.indices.tolist(), top.values.tolist(), strict=True)
+        ]
+        row = {
+            "p0": p0,
+            "rank": rank,
+            "correct": rank == 1,
+            "target_token": tokenizer.decode([spans.target_id]),
+            "target_token_id": spans.target_id,
+            "top_tokens": json.dumps(top_tokens),
+            "prompt": prompt.prompt,
+            "subject": prompt.subject,
+            "target": prompt.target,
+        }
+        return with_ids(prompt, [row])
+
+    return run_prompts(context, "evaluate", {"top_k": top_k}, prompts, chunk_job=chunk_job, chunk_size=batch_size)
+
+
+def info_flow(context: RunContext, prompts: Sequence[FactPrompt], params: InfoFlowParams) -> str:
+    """p, diff = (p - p0)/p0 * 100 and hit (target still top-1) for every knockout of the sweep."""
+    model = context.loaded.model
+    params.check_model(model.n_layers, model.is_ssm)
+
+    def job(prompt: FactPrompt, spans: TokenSpans) -> Rows:
+        plan = info_flow_plan(spans, model.n_layers, params)
+        scores = context.engine.scores(prompt_ids(spans), spans.target_id, [None] + [k.knockout for k in plan])
+        p0 = scores.probability[0].item()
+        rows = [
+            {**k.key, "p": p, "diff": relative_change(p, p0), "hit": hit, "p0": p0}
+            for k, p, hit in zip(plan, scores.probability[1:].tolist(), scores.top1[1:].tolist(), strict=True)
+        ]
+        return with_ids(prompt, rows)
+
+    return run_prompts(context, "info_flow", info_flow_manifest_params(params), prompts, job)
+
+
+def info_flow_manifest_params(params: InfoFlowParams) -> dict:
+    return {
+        "targets": [t.value for t in params.targets],
+        "sources": [s.value for s in params.sources],
+        "feature_categories": [c.value for c in params.feature_categories],
+        "window_sizes": list(params.window_sizes),
+        **knockout_manifest_params(params.options),
+    }
+
+
+def knockout_manifest_params(options: KnockoutOptions) -> dict:
+    return {**asdict(options), "mode": options.mode.value}
+
+
+def heatmap(
+    context: RunContext, prompts: Sequence[FactPrompt], window_size: int, options: KnockoutOptions | None = None
+) -> str:
+    """p of the target when last <- position i is knocked out, for every position i and window start."""
+    model = context.loaded.model
+    options = options or KnockoutOptions()
+    InfoFlowParams(window_sizes=(window_size,), options=options).check_model(model.n_layers, model.is_ssm)
+    tokenizer = context.loaded.tokenizer
+
+    def job(prompt: FactPrompt, spans: TokenSpans) -> Rows:
+        plan = heatmap_plan(spans, model.n_layers, window_size, options)
+        scores = context.engine.scores(prompt_ids(spans), spans.target_id, [None] + [k.knockout for k in plan])
+        p0 = scores.probability[0].item()
+        tokens = [tokenizer.decode([i]) for i in spans.input_ids]
+        rows = [
+            {**k.key, "p": p, "token": tokens[int(k.key["position"])], "p0": p0}
+            for k, p in zip(plan, scores.probability[1:].tolist(), strict=True)
+        ]
+        return with_ids(prompt, rows)
+
+    params = {"window_size": window_size, **knockout_manifest_params(options)}
+    return run_prompts(context, "heatmap", params, prompts, job)
+
+
+def attention(
+    context: RunContext, prompts: Sequence[FactPrompt], layers: Sequence[int] | None = None, per_feature: bool = False
+) -> str:
+    """Hidden-attention matrices [target][source] per layer: the mean over features (channels / heads), and
+    every feature's own matrix with ``per_feature``."""
+    model = context.loaded.model
+    chosen = list(range(model.n_layers)) if layers is None else list(layers)
+    bad = [layer for layer in chosen if not 0 <= layer < model.n_layers]
+    if bad:
+        raise ValueError(f"layers {bad} do not exist in a model with {model.n_layers} layers")
+    tokenizer = context.loaded.tokenizer
+
+    def job(prompt: FactPrompt, spans: TokenSpans) -> Rows:
+        tokens = [tokenizer.decode([i]) for i in spans.input_ids]
+        with torch.no_grad():
+            stream = model.residual_stream(prompt_ids(spans).view(1, -1).to(context.engine.device))
+        rows = []
+        for layer in chosen:
+            block = model.blocks[layer]
+            matrices = block.mixer.hidden_attention(block.mixer_norm(stream[layer]))[0].float().cpu()  # [F, T, T]
+            rows.append({"layer": layer, "feature": "mean", "matrix": matrices.mean(0).tolist(), "tokens": tokens})
+            if per_feature:
+                rows += [
+                    {"layer": layer, "feature": str(f), "matrix": m.tolist(), "tokens": tokens}
+                    for f, m in enumerate(matrices)
+                ]
+        return with_ids(prompt, rows)
+
+    return run_prompts(context, "attention", {"layers": chosen, "per_feature": per_feature}, prompts, job)

@@ -1,0 +1,42 @@
+"""Rows of several runs as one frame, each row labelled with its run's model, depth and prompt filter."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import pandas as pd
+
+from infoflow.models.load import short_model_name
+from infoflow.store import ExperimentKind, ResultsStore
+
+
+def run_labels(store: ResultsStore, run_ids: Sequence[str]) -> dict[str, str]:
+    """A line label per run: its model (short name), with the run id's first 8 digits where two runs share a model."""
+    models = {run_id: short_model_name(store.run(run_id).manifest.model_id) for run_id in run_ids}
+    shared = {m for m, count in Counter(models.values()).items() if count > 1}
+    return {r: f"{m} ({r[:8]})" if m in shared else m for r, m in models.items()}
+
+
+def runs_frame(store: ResultsStore, run_ids: Sequence[str], kind: ExperimentKind | str) -> pd.DataFrame:
+    """The rows of ``run_ids`` (all of experiment ``kind``) with columns ``model`` (label), ``n_layers``
+    (from the manifest's params, NaN if absent), ``dataset`` and ``dataset_filter`` added."""
+    kind = ExperimentKind(kind)
+    runs = [store.run(r) for r in run_ids]
+    wrong = [f"{run.run_id} ({run.manifest.kind.value})" for run in runs if run.manifest.kind is not kind]
+    if wrong:
+        raise ValueError(f"expected {kind.value} runs, got {', '.join(wrong)}")
+    labels = run_labels(store, [run.run_id for run in runs])
+    frames = [
+        store.frame(run.run_id).assign(
+            model=labels[run.run_id],
+            n_layers=run.manifest.params.get("n_layers"),
+            dataset=run.manifest.dataset,
+            dataset_filter=run.manifest.dataset_filter,
+        )
+        for run in runs
+    ]
+    nonempty = [f for f in frames if not f.empty]  # concatenating empty frames is deprecated in pandas
+    frame = pd.concat(nonempty, ignore_index=True) if nonempty else frames[0]
+    frame["n_layers"] = pd.to_numeric(frame["n_layers"], errors="coerce")
+    return frame
