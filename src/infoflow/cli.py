@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from infoflow.data.spans import TokenType
-from infoflow.knockout.spec import FeatureCategory, KnockoutMode
+from infoflow.knockout.spec import FeatureCategory, KnockoutMode, default_window_size
 
 app = typer.Typer(
     help="Trace how factual information flows through Mamba and Transformer language models, by knockout.",
@@ -129,6 +129,27 @@ def print_done(kind: str, run_id: str, context) -> None:
 
 
 @app.command()
+def demo(
+    model: Model = DEFAULT_MODEL,
+    output: Annotated[Path, typer.Option("--out", "-o", help="Folder for the results store and report.")] = Path(
+        "infoflow-demo"
+    ),
+    prompts: Annotated[int, typer.Option("--prompts", "-n", help="Prompts in the info-flow sweep.")] = 100,
+    quiet: Quiet = False,
+) -> None:
+    """The main job, offline: info-flow sweep (subject, relation, last, first -> last) and heatmaps of the
+    built-in model on its synthetic facts, then the HTML report."""
+
+    def body() -> None:
+        from infoflow.demo import run_demo
+
+        report_path = run_demo(output, model=model, n_prompts=prompts, show_progress=not quiet)
+        out.print(f"report: {report_path.resolve()}")
+
+    run_command(body)
+
+
+@app.command()
 def models() -> None:
     """List the supported models and their short aliases."""
     from infoflow.models import list_models
@@ -181,7 +202,9 @@ def info_flow_command(
     feature_categories: Annotated[
         list[FeatureCategory], typer.Option("--features", help="Mamba feature categories (exempt third).")
     ] = [FeatureCategory.ALL],  # noqa: B006
-    window_sizes: Annotated[list[int], typer.Option("--window-size", "-w", help="Window size(s).")] = [9],  # noqa: B006
+    window_sizes: Annotated[
+        list[int] | None, typer.Option("--window-size", "-w", help="Window size(s) [default: 9, or half the depth].")
+    ] = None,
     mode: Annotated[KnockoutMode, typer.Option(help="Mamba knockout mode.")] = KnockoutMode.ZERO_ATTENTION,
     strict: Annotated[bool, typer.Option(help="Mamba: also block the conv1d path from sources.")] = False,
     exempt_fraction: Annotated[float, typer.Option(help="Fraction of features a category exempts.")] = 1 / 3,
@@ -201,15 +224,16 @@ def info_flow_command(
         from infoflow.experiments.experiments import info_flow
         from infoflow.experiments.plans import InfoFlowParams, KnockoutOptions
 
-        params = InfoFlowParams(
-            targets=tuple(targets),
-            sources=tuple(sources or InfoFlowParams().sources),
-            feature_categories=tuple(feature_categories),
-            window_sizes=tuple(window_sizes),
-            options=KnockoutOptions(mode=mode, strict=strict, exempt_fraction=exempt_fraction),
-        )
         setup = Setup(model, dataset, dataset_file, store, device, dtype, batch_size, engine, quiet)
         with experiment_context(setup, dataset_filter) as (context, prompts):
+            n_layers = context.loaded.model.n_layers
+            params = InfoFlowParams(
+                targets=tuple(targets),
+                sources=tuple(sources or InfoFlowParams().sources),
+                feature_categories=tuple(feature_categories),
+                window_sizes=tuple(window_sizes or [default_window_size(n_layers)]),
+                options=KnockoutOptions(mode=mode, strict=strict, exempt_fraction=exempt_fraction),
+            )
             run_id = info_flow(context, selected(context, prompts, dataset_filter, limit, seed), params)
             print_done("info-flow", run_id, context)
             out.print(f"figures and tables: infoflow report {run_id}")
@@ -222,7 +246,9 @@ def heatmap_command(
     model: Model = DEFAULT_MODEL,
     dataset: Dataset = "synthetic",
     dataset_file: DatasetFile = None,
-    window_size: Annotated[int, typer.Option("--window-size", "-w")] = 9,
+    window_size: Annotated[
+        int | None, typer.Option("--window-size", "-w", help="[default: 9, or half the depth]")
+    ] = None,
     mode: Annotated[KnockoutMode, typer.Option(help="Mamba knockout mode.")] = KnockoutMode.ZERO_ATTENTION,
     strict: Annotated[bool, typer.Option(help="Mamba: also block the conv1d path from sources.")] = False,
     dataset_filter: FilterOption = "correct",
@@ -244,7 +270,8 @@ def heatmap_command(
         setup = Setup(model, dataset, dataset_file, store, device, dtype, batch_size, engine, quiet)
         with experiment_context(setup, dataset_filter) as (context, prompts):
             chosen = selected(context, prompts, dataset_filter, limit, seed)
-            run_id = heatmap(context, chosen, window_size, KnockoutOptions(mode=mode, strict=strict))
+            size = window_size or default_window_size(context.loaded.model.n_layers)
+            run_id = heatmap(context, chosen, size, KnockoutOptions(mode=mode, strict=strict))
             print_done("heatmap", run_id, context)
             out.print(f"figures: infoflow report {run_id}")
 

@@ -144,3 +144,11 @@ def window_starts(size: int, n_layers: int) -> Sequence[int]:
     """Start-aligned windows ``l = 0 .. L - w`` (DESIGN §1)."""
     window(0, size, n_layers)  # validates size
     return range(n_layers - size + 1)
+
+
+PAPER_WINDOW_SIZE = 9
+
+
+def default_window_size(n_layers: int) -> int:
+    """The paper's window of 9 layers, or half the depth for models of fewer than 18 layers."""
+    return min(PAPER_WINDOW_SIZE, max(1, n_layers // 2))
