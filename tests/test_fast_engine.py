@@ -67,3 +67,18 @@ def test_info_flow_sweep_with_target_last(tiny_model):
 def test_tails_and_rows_agree_with_the_full_prompt(tiny_model):
     """``prepare_tail`` equals ``prepare`` of the whole prompt; ``terms`` for some rows are those rows."""
     assert_tail_and_rows_consistent(tiny_model)
+
+
+def test_prompts_batched_by_length_match_one_by_one(tiny_model):
+    """Prompts of mixed lengths in one call (clean runs batched per length) give each prompt's own numbers."""
+    generator = torch.Generator().manual_seed(11)
+    requests = []
+    for length in (5, 7, 5, 3, 5):
+        input_ids = torch.randint(0, TINY_VOCAB, (length,), generator=generator)
+        last = length - 1
+        knockouts = [Knockout.between([last], [1, 2], range(s, s + 2)) for s in range(N_LAYERS - 1)]
+        requests.append((input_ids, [None, *knockouts]))
+    batched = FastEngine(tiny_model, max_batch=4, max_prompts=2).probabilities_many(requests)
+    reference = ReferenceEngine(tiny_model)
+    for (input_ids, knockouts), fast in zip(requests, batched, strict=True):
+        assert (fast - reference.probabilities(input_ids, knockouts)).abs().max().item() <= TOLERANCE

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from infoflow.data.spans import TokenType
+from infoflow.experiments.selection import choose_prompts, describe_selection
 from infoflow.knockout.spec import FeatureCategory, KnockoutMode, default_window_size
 
 app = typer.Typer(
@@ -112,7 +113,6 @@ def run_command(function, *args, **kwargs):
 
 
 def selected(context, prompts, expression: str, limit: int | None, seed: int) -> list:
-    from infoflow.experiments.selection import choose_prompts
 
     chosen = choose_prompts(context, prompts, expression, limit, seed)
     if not chosen:
@@ -137,8 +137,7 @@ def demo(
     prompts: Annotated[int, typer.Option("--prompts", "-n", help="Prompts in the info-flow sweep.")] = 100,
     quiet: Quiet = False,
 ) -> None:
-    """The main job, offline: info-flow sweep (subject, relation, last, first -> last) and heatmaps of the
-    built-in model on its synthetic facts, then the HTML report."""
+    """The main job, offline: info-flow sweep and heatmaps of the built-in model, then the HTML report."""
 
     def body() -> None:
         from infoflow.demo import run_demo
@@ -183,7 +182,7 @@ def evaluate_command(
         from infoflow.experiments.experiments import evaluate
 
         setup = Setup(model, dataset, dataset_file, store, device, dtype, batch_size, engine, quiet)
-        with experiment_context(setup, dataset_filter) as (context, prompts):
+        with experiment_context(setup, describe_selection(dataset_filter, limit, seed)) as (context, prompts):
             run_id = evaluate(context, selected(context, prompts, dataset_filter, limit, seed))
             frame = context.store.frame(run_id, "evaluate")
             print_done("evaluate", run_id, context)
@@ -225,7 +224,7 @@ def info_flow_command(
         from infoflow.experiments.plans import InfoFlowParams, KnockoutOptions
 
         setup = Setup(model, dataset, dataset_file, store, device, dtype, batch_size, engine, quiet)
-        with experiment_context(setup, dataset_filter) as (context, prompts):
+        with experiment_context(setup, describe_selection(dataset_filter, limit, seed)) as (context, prompts):
             n_layers = context.loaded.model.n_layers
             params = InfoFlowParams(
                 targets=tuple(targets),
@@ -268,7 +267,7 @@ def heatmap_command(
         from infoflow.experiments.plans import KnockoutOptions
 
         setup = Setup(model, dataset, dataset_file, store, device, dtype, batch_size, engine, quiet)
-        with experiment_context(setup, dataset_filter) as (context, prompts):
+        with experiment_context(setup, describe_selection(dataset_filter, limit, seed)) as (context, prompts):
             chosen = selected(context, prompts, dataset_filter, limit, seed)
             size = window_size or default_window_size(context.loaded.model.n_layers)
             run_id = heatmap(context, chosen, size, KnockoutOptions(mode=mode, strict=strict))
@@ -299,7 +298,7 @@ def attention_command(
         from infoflow.experiments.experiments import attention
 
         setup = Setup(model, dataset, dataset_file, store, device, dtype, 1, "reference", quiet)
-        with experiment_context(setup, dataset_filter) as (context, prompts):
+        with experiment_context(setup, describe_selection(dataset_filter, limit, seed)) as (context, prompts):
             chosen = selected(context, prompts, dataset_filter, limit, seed)
             run_id = attention(context, chosen, layers, per_feature)
             print_done("attention", run_id, context)

@@ -9,7 +9,7 @@ from infoflow.data.spans import TokenType
 from infoflow.experiments.experiments import heatmap, info_flow
 from infoflow.experiments.plans import InfoFlowParams
 from infoflow.experiments.runner import RunContext
-from infoflow.experiments.selection import choose_prompts
+from infoflow.experiments.selection import choose_prompts, describe_selection
 from infoflow.knockout.fast import FastEngine
 from infoflow.knockout.spec import FeatureCategory, default_window_size
 from infoflow.models import load_model
@@ -30,7 +30,8 @@ def run_demo(
     out_dir.mkdir(parents=True, exist_ok=True)
     window_size = default_window_size(loaded.model.n_layers)
     with ResultsStore.open(out_dir / "results.duckdb") as store:
-        context = RunContext(loaded, FastEngine(loaded.model), store, "synthetic", "correct", show_progress)
+        selection = describe_selection("correct", n_prompts, seed=0)
+        context = RunContext(loaded, FastEngine(loaded.model), store, "synthetic", selection, show_progress)
         chosen = choose_prompts(context, prompts, "correct", limit=n_prompts, seed=0)
         runs = [info_flow(context, chosen, InfoFlowParams(window_sizes=(window_size,)))]
         if loaded.model.is_ssm:  # which Mamba features carry the subject: all / slow-decay / fast-decay

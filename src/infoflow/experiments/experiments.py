@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 
 import torch
 
 from infoflow.data.prompts import FactPrompt
-from infoflow.data.spans import TokenSpans
+from infoflow.data.spans import PromptError, TokenSpans
 from infoflow.experiments.plans import (
     InfoFlowParams,
     KnockoutOptions,
+    PlannedKnockout,
     heatmap_plan,
     info_flow_plan,
     relative_change,
 )
-from infoflow.experiments.runner import Rows, RunContext, run_prompts, with_ids
+from infoflow.experiments.runner import ChunkJob, Rows, RunContext, run_prompts, with_ids
+from infoflow.knockout.engine import TargetScores
 from infoflow.models.base import CausalLM
 
 TOP_K = 5
+CHUNK_PROMPTS = 32  # prompts per engine call and per store transaction
 
 
 def prompt_ids(spans: TokenSpans) -> torch.Tensor:
@@ -73,14 +76,42 @@ def evaluate(context: RunContext, prompts: Sequence[FactPrompt], top_k: int = TO
     return run_prompts(context, "evaluate", {"top_k": top_k}, prompts, chunk_job=chunk_job, chunk_size=batch_size)
 
 
-def info_flow(context: RunContext, prompts: Sequence[FactPrompt], params: InfoFlowParams) -> str:
+def knockout_job(
+    context: RunContext,
+    plan_of: Callable[[TokenSpans], list[PlannedKnockout]],
+    rows_of: Callable[[FactPrompt, TokenSpans, list[PlannedKnockout], TargetScores], Rows],
+) -> ChunkJob:
+    """A chunk job scoring every prompt's planned knockouts (and its clean run first) in one engine call."""
+
+    def job(chunk: list[tuple[FactPrompt, TokenSpans]]) -> list[Rows | PromptError]:
+        plans: list[list[PlannedKnockout] | PromptError] = []
+        for _, spans in chunk:
+            try:
+                plans.append(plan_of(spans))
+            except PromptError as error:
+                plans.append(error)
+        requests = [
+            (prompt_ids(spans), spans.target_id, [None, *(k.knockout for k in plan)])
+            for (_, spans), plan in zip(chunk, plans, strict=True)
+            if not isinstance(plan, PromptError)
+        ]
+        scores = iter(context.engine.scores_many(requests))
+        return [
+            plan if isinstance(plan, PromptError) else rows_of(prompt, spans, plan, next(scores))
+            for (prompt, spans), plan in zip(chunk, plans, strict=True)
+        ]
+
+    return job
+
+
+def info_flow(
+    context: RunContext, prompts: Sequence[FactPrompt], params: InfoFlowParams, chunk_size: int = CHUNK_PROMPTS
+) -> str:
     """p, diff = (p - p0)/p0 * 100 and hit (target still top-1) for every knockout of the sweep."""
     model = context.loaded.model
     params.check_model(model.n_layers, model.is_ssm)
 
-    def job(prompt: FactPrompt, spans: TokenSpans) -> Rows:
-        plan = info_flow_plan(spans, model.n_layers, params)
-        scores = context.engine.scores(prompt_ids(spans), spans.target_id, [None] + [k.knockout for k in plan])
+    def rows_of(prompt: FactPrompt, spans: TokenSpans, plan: list[PlannedKnockout], scores: TargetScores) -> Rows:
         p0 = scores.probability[0].item()
         rows = [
             {**k.key, "p": p, "diff": relative_change(p, p0), "hit": hit, "p0": p0}
@@ -88,7 +119,9 @@ def info_flow(context: RunContext, prompts: Sequence[FactPrompt], params: InfoFl
         ]
         return with_ids(prompt, rows)
 
-    return run_prompts(context, "info_flow", info_flow_manifest_params(params), prompts, job)
+    job = knockout_job(context, lambda spans: info_flow_plan(spans, model.n_layers, params), rows_of)
+    params_record = info_flow_manifest_params(params)
+    return run_prompts(context, "info_flow", params_record, prompts, chunk_job=job, chunk_size=chunk_size)
 
 
 def info_flow_manifest_params(params: InfoFlowParams) -> dict:
@@ -106,7 +139,11 @@ def knockout_manifest_params(options: KnockoutOptions) -> dict:
 
 
 def heatmap(
-    context: RunContext, prompts: Sequence[FactPrompt], window_size: int, options: KnockoutOptions | None = None
+    context: RunContext,
+    prompts: Sequence[FactPrompt],
+    window_size: int,
+    options: KnockoutOptions | None = None,
+    chunk_size: int = CHUNK_PROMPTS,
 ) -> str:
     """p of the target when last <- position i is knocked out, for every position i and window start."""
     model = context.loaded.model
@@ -114,9 +151,7 @@ def heatmap(
     InfoFlowParams(window_sizes=(window_size,), options=options).check_model(model.n_layers, model.is_ssm)
     tokenizer = context.loaded.tokenizer
 
-    def job(prompt: FactPrompt, spans: TokenSpans) -> Rows:
-        plan = heatmap_plan(spans, model.n_layers, window_size, options)
-        scores = context.engine.scores(prompt_ids(spans), spans.target_id, [None] + [k.knockout for k in plan])
+    def rows_of(prompt: FactPrompt, spans: TokenSpans, plan: list[PlannedKnockout], scores: TargetScores) -> Rows:
         p0 = scores.probability[0].item()
         tokens = [tokenizer.decode([i]) for i in spans.input_ids]
         rows = [
@@ -125,8 +160,9 @@ def heatmap(
         ]
         return with_ids(prompt, rows)
 
+    job = knockout_job(context, lambda spans: heatmap_plan(spans, model.n_layers, window_size, options), rows_of)
     params = {"window_size": window_size, **knockout_manifest_params(options)}
-    return run_prompts(context, "heatmap", params, prompts, job)
+    return run_prompts(context, "heatmap", params, prompts, chunk_job=job, chunk_size=chunk_size)
 
 
 def attention(

@@ -21,7 +21,7 @@ from infoflow.store import Manifest, ResultsStore
 
 Rows = list[dict[str, Any]]
 PromptJob = Callable[[FactPrompt, TokenSpans], Rows]  # raises PromptError for an unusable prompt
-ChunkJob = Callable[[list[tuple[FactPrompt, TokenSpans]]], list[Rows]]  # rows of each prompt of a chunk
+ChunkJob = Callable[[list[tuple[FactPrompt, TokenSpans]]], list[Rows | PromptError]]  # per prompt of a chunk
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def run_prompts(
                 usable = record_errors(
                     context.store, run.run_id, chunk, find_spans_many(context.loaded.tokenizer, chunk)
                 )
-                rows = chunk_job(usable) if chunk_job is not None else run_each(context.store, run.run_id, usable, job)
+                rows = chunk_job(usable) if chunk_job is not None else run_each(usable, job)
                 store_rows(context.store, run.run_id, usable, rows)
                 progress.advance(task, len(chunk))
         status = "complete"
@@ -102,26 +102,29 @@ def record_errors(
     return [(p, s) for p, s in zip(chunk, spans, strict=True) if not isinstance(s, PromptError)]
 
 
-def run_each(
-    store: ResultsStore, run_id: str, usable: list[tuple[FactPrompt, TokenSpans]], job: PromptJob | None
-) -> list[Rows]:
-    """Per-prompt job; a prompt that raises PromptError is recorded and gets no rows."""
+def run_each(usable: list[tuple[FactPrompt, TokenSpans]], job: PromptJob | None) -> list[Rows | PromptError]:
+    """A per-prompt job over a chunk; a prompt that raises PromptError gets its error instead of rows."""
     assert job is not None, "run_prompts needs job or chunk_job"
-    results = []
+    results: list[Rows | PromptError] = []
     for prompt, spans in usable:
         try:
             results.append(job(prompt, spans))
         except PromptError as error:
-            store.add_errors(run_id, {prompt.prompt_id: error.reason})
-            results.append([])
+            results.append(error)
     return results
 
 
-def store_rows(store: ResultsStore, run_id: str, usable: list[tuple[FactPrompt, TokenSpans]], rows: list[Rows]) -> None:
-    """One transaction for a chunk: its rows, and its prompts marked complete."""
-    completed = [p.prompt_id for (p, _), r in zip(usable, rows, strict=True) if r]
+def store_rows(
+    store: ResultsStore, run_id: str, usable: list[tuple[FactPrompt, TokenSpans]], results: list[Rows | PromptError]
+) -> None:
+    """A chunk's errors, then its rows with its prompts marked complete (one transaction)."""
+    pairs = list(zip(usable, results, strict=True))
+    errors = {p.prompt_id: r.reason for (p, _), r in pairs if isinstance(r, PromptError)}
+    if errors:
+        store.add_errors(run_id, errors)
+    completed = [(p.prompt_id, r) for (p, _), r in pairs if not isinstance(r, PromptError)]
     if completed:
-        store.add_rows(run_id, [row for prompt_rows in rows for row in prompt_rows], done=completed)
+        store.add_rows(run_id, [row for _, rows in completed for row in rows], done=[i for i, _ in completed])
 
 
 def with_ids(prompt: FactPrompt, rows: Iterable[dict[str, Any]]) -> Rows:

@@ -50,3 +50,8 @@ def choose_prompts(
 
     chosen = select(expression, FilterContext(universe=frozenset(by_id), model=context.loaded.name, ranks=ranks))
     return [by_id[i] for i in sample(chosen, limit, seed)]
+
+
+def describe_selection(expression: str, limit: int | None, seed: int) -> str:
+    """How a run's prompts were chosen, as recorded in its manifest."""
+    return expression if limit is None else f"{expression} | sample {limit} (seed {seed})"

@@ -43,8 +43,24 @@ class Engine(ABC):
         """Next-token probabilities [K, V] (fp32) after the prompt ``input_ids`` [T], one row per knockout
         (None = the clean run)."""
 
+    def probabilities_many(
+        self, requests: Sequence[tuple[torch.Tensor, Sequence[Knockout | None]]]
+    ) -> list[torch.Tensor]:
+        """``probabilities`` of several (prompt, knockouts) requests; engines may batch across prompts."""
+        return [self.probabilities(input_ids, knockouts) for input_ids, knockouts in requests]
+
     def scores(self, input_ids: torch.Tensor, target_token: int, knockouts: Sequence[Knockout | None]) -> TargetScores:
         return TargetScores.from_probabilities(self.probabilities(input_ids, knockouts), target_token)
+
+    def scores_many(
+        self, requests: Sequence[tuple[torch.Tensor, int, Sequence[Knockout | None]]]
+    ) -> list[TargetScores]:
+        """``scores`` of several (prompt, target token, knockouts) requests."""
+        probabilities = self.probabilities_many([(ids, knockouts) for ids, _, knockouts in requests])
+        return [
+            TargetScores.from_probabilities(p, target)
+            for p, (_, target, _) in zip(probabilities, requests, strict=True)
+        ]
 
 
 def last_token_probabilities(logits: torch.Tensor) -> torch.Tensor:

@@ -57,10 +57,10 @@ def repeat_batch(prepared: Any, repeats: int) -> Any:
     return dataclasses.replace(prepared, **changes)
 
 
-def slice_positions(prepared: Any, start: int) -> Any:
-    """Positions ``start..T-1`` of every tensor field [B, T, ...] of a prepared-inputs dataclass."""
+def batch_entry(prepared: Any, index: int) -> Any:
+    """Batch entry ``index`` (kept as a batch of one) of every tensor field of a prepared-inputs dataclass."""
     changes = {
-        f.name: value[:, start:]
+        f.name: value[index : index + 1]
         for f in dataclasses.fields(prepared)
         if isinstance(value := getattr(prepared, f.name), torch.Tensor)
     }
@@ -109,13 +109,24 @@ class TokenMixer(nn.Module, ABC):
         """
 
     def prepare_tail(self, hidden_tail: torch.Tensor, prefix: Any, start: int) -> Any:
-        """Prepared inputs [K, T, ...] of K variants of a prompt that agree with the clean run ``prefix``
-        (batch of one) before ``start`` and have normed inputs ``hidden_tail`` [K, T - start, D] from there.
+        """Prepared inputs [K, T - start, ...] at positions ``start..T-1`` of K variants of a prompt whose clean
+        run is ``prefix`` (batch of one): ``hidden_tail`` [K, T - start, D] are their normed inputs there, and
+        positions before ``start`` are the clean ones (join them with :func:`join_positions`).
 
-        The default recomputes nothing before ``start`` only for per-position projections; families whose
-        projections look back (a conv1d) or depend on the absolute position (rotary) override it.
+        The default suits per-position projections; families whose projections look back (a conv1d) or
+        depend on the absolute position (rotary) override it.
         """
-        return join_positions(prefix, self.prepare(hidden_tail), start)
+        return self.prepare(hidden_tail)
+
+    def mix_last_row(self, prefix: Any, tail: Any, blocked_row: torch.Tensor) -> torch.Tensor:
+        """Mixed features [K, F, P] at the last position for K variants whose only new position is the last:
+        ``prefix`` is the clean run (batch of one, T positions), ``tail`` the variants' prepared last position
+        [K, 1, ...], ``blocked_row`` [K, T] the sources each variant blocks for it (zero-attention)."""
+        seq_len = blocked_row.shape[-1]
+        blocked = torch.zeros(len(blocked_row), seq_len, seq_len, dtype=torch.bool, device=blocked_row.device)
+        blocked[:, -1] = blocked_row
+        rows = torch.tensor([seq_len - 1], device=blocked_row.device)
+        return self.terms(join_positions(prefix, tail, seq_len - 1), blocked, rows=rows).mixed()[:, 0]
 
     @abstractmethod
     def project(self, mixed: torch.Tensor, prepared: Any) -> torch.Tensor:

@@ -21,7 +21,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from infoflow.models.attention import AttentionInputs, CausalSelfAttention
-from infoflow.models.base import Block, CausalLM, RMSNorm, join_positions
+from infoflow.models.base import Block, CausalLM, RMSNorm
 from infoflow.models.families import StateDict, renamer
 
 # rope types whose frequencies depend on the run-time sequence length (transformers updates them statefully)
@@ -83,7 +83,7 @@ class LlamaAttention(CausalSelfAttention):
         return self.heads(hidden, start=0)
 
     def prepare_tail(self, hidden_tail: torch.Tensor, prefix: AttentionInputs, start: int) -> AttentionInputs:
-        return join_positions(prefix, self.heads(hidden_tail, start), start)
+        return self.heads(hidden_tail, start)
 
     def heads(self, hidden: torch.Tensor, start: int) -> AttentionInputs:
         """Rotated heads of the normed inputs ``hidden`` [B, T, D] at positions start..start+T-1."""

@@ -22,7 +22,7 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from infoflow.knockout.spec import KnockoutMode
-from infoflow.models.base import Block, CausalLM, MixingTerms, RMSNorm, TokenMixer, join_positions
+from infoflow.models.base import Block, CausalLM, MixingTerms, RMSNorm, TokenMixer
 from infoflow.models.families import renamer
 from infoflow.models.ssm import blocked_sources, remove_positions, segsum, silu_conv, with_conv_lookback
 
@@ -113,7 +113,7 @@ class Mamba2Mixer(TokenMixer):
         z, xBC_raw, delta = self.projections(hidden_tail)
         window, lookback = with_conv_lookback(prefix.xBC_raw, xBC_raw, start, self.conv1d)
         x, B, C = (v[:, lookback:] for v in self.conv_inputs(window))
-        return join_positions(prefix, Mamba2Inputs(xBC_raw=xBC_raw, z=z, x=x, delta=delta, B=B, C=C), start)
+        return Mamba2Inputs(xBC_raw=xBC_raw, z=z, x=x, delta=delta, B=B, C=C)
 
     def mix(self, p: Mamba2Inputs) -> torch.Tensor:
         """Chunked SSD (as ``ssd_minimal``): exact quadratic form within chunks, a scan over chunk states."""
