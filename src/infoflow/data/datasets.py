@@ -11,6 +11,7 @@ from infoflow.data.errors import DatasetError
 from infoflow.data.known_1000 import load_known_1000
 from infoflow.data.prompts import FactPrompt
 from infoflow.data.records import read_table, table_to_prompts
+from infoflow.data.synthetic import load_synthetic
 
 
 class DatasetLoader(Protocol):
@@ -19,7 +20,11 @@ class DatasetLoader(Protocol):
     def __call__(self, *, path: Path | None = None, split: str | None = None) -> list[FactPrompt]: ...
 
 
-DATASETS: dict[str, DatasetLoader] = {"counterfact": load_counterfact, "known_1000": load_known_1000}
+DATASETS: dict[str, DatasetLoader] = {
+    "counterfact": load_counterfact,
+    "known_1000": load_known_1000,
+    "synthetic": load_synthetic,
+}
 
 
 def register_dataset(name: str, loader: DatasetLoader) -> None:
