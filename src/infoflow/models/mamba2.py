@@ -22,8 +22,8 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from infoflow.knockout.spec import KnockoutMode
+from infoflow.models import mamba1
 from infoflow.models.base import Block, CausalLM, MixingTerms, RMSNorm, TokenMixer
-from infoflow.models.families import renamer
 from infoflow.models.ssm import blocked_sources, remove_positions, segsum, silu_conv, with_conv_lookback
 
 
@@ -208,12 +208,5 @@ def build(config: PretrainedConfig) -> CausalLM:
     )
 
 
-# transformers' parameter names -> ours
-convert_state_dict = renamer(
-    (
-        (r"^backbone\.embeddings\.", "embed."),
-        (r"^backbone\.layers\.(\d+)\.norm\.", r"blocks.\1.mixer_norm."),
-        (r"^backbone\.layers\.(\d+)\.mixer\.", r"blocks.\1.mixer."),
-        (r"^backbone\.norm_f\.", "final_norm."),
-    )
-)
+# transformers' Mamba-2 checkpoints use Mamba-1's parameter names around the mixer
+convert_state_dict = mamba1.convert_state_dict
