@@ -464,5 +464,21 @@ def presets(
     run_command(body)
 
 
+@app.command(name="app")
+def web_app(
+    store: StoreOption = None,
+    port: Annotated[int, typer.Option(help="Port of the web app.")] = 8501,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "localhost",
+) -> None:
+    """The web app (Streamlit): browse, compare and explore information flow in the browser."""
+    import subprocess
+
+    from infoflow.app.launcher import streamlit_command
+
+    command, env = streamlit_command(store, port, host)
+    out.print(f"infoflow app on http://{host}:{port} (Ctrl-C stops it)")
+    raise typer.Exit(subprocess.call(command, env=env))
+
+
 def main() -> None:
     app(sys.argv[1:])

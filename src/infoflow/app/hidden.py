@@ -1,0 +1,68 @@
+"""Hidden-attention page logic: per layer, the mixing matrix [target, source] of a prompt — the mean over
+features and each feature's own (Mamba-1 channels, Mamba-2 heads, attention heads).
+
+Matrices come from the experiments' ``attention`` function, run into a scratch results store (or read from
+an attention run of the app's store).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from infoflow.app.explorer import ExplorerRequest, prompt_spans
+from infoflow.experiments.experiments import attention
+from infoflow.experiments.runner import RunContext
+from infoflow.knockout.reference import ReferenceEngine
+from infoflow.models.load import LoadedModel
+from infoflow.store import ResultsStore
+
+FEATURE_NAMES = {"mamba1": "channel", "falcon_mamba": "channel", "mamba2": "head", "gpt2": "head", "llama": "head"}
+
+
+def feature_name(loaded: LoadedModel) -> str:
+    """What one feature of the model's mixer is: a channel (Mamba-1) or a head (Mamba-2, attention)."""
+    return FEATURE_NAMES.get(loaded.model.family, "feature")
+
+
+def compute(loaded: LoadedModel, prompt: str, subject: str = "", per_feature: bool = True) -> pd.DataFrame:
+    """Attention rows (layer, feature, matrix, tokens) of one typed prompt, every layer."""
+    fact, _, _, _ = prompt_spans(loaded, ExplorerRequest(prompt=prompt, subject=subject, target=" x"))
+    with tempfile.TemporaryDirectory() as folder, ResultsStore.open(Path(folder) / "scratch.duckdb") as store:
+        context = RunContext(loaded, ReferenceEngine(loaded.model), store, "typed prompt", show_progress=False)
+        run_id = attention(context, [fact], None, per_feature)
+        errors = store.frame(run_id, "errors")
+        if not errors.empty:
+            raise ValueError(f"bad prompt: {errors['reason'].iloc[0]}")
+        return store.frame(run_id, "attention")
+
+
+def stored(store: ResultsStore, run_id: str) -> pd.DataFrame:
+    """Attention rows of a stored attention run."""
+    return store.frame(run_id, "attention")
+
+
+def layers(rows: pd.DataFrame) -> list[int]:
+    return sorted(int(layer) for layer in rows["layer"].unique())
+
+
+def features(rows: pd.DataFrame, prompt_id: int | None = None) -> list[str]:
+    """'mean' first, then the features in numeric order."""
+    if prompt_id is not None:
+        rows = rows[rows["prompt_id"] == prompt_id]
+    names = [str(f) for f in rows["feature"].unique()]
+    return ["mean", *sorted((f for f in names if f != "mean"), key=lambda f: int(f) if f.isdigit() else f)]
+
+
+def matrix(rows: pd.DataFrame, layer: int, feature: str = "mean", prompt_id: int | None = None) -> tuple:
+    """(matrix [T, T] as numpy, tokens) of one layer and feature."""
+    part = rows[(rows["layer"] == layer) & (rows["feature"].astype(str) == str(feature))]
+    if prompt_id is not None:
+        part = part[part["prompt_id"] == prompt_id]
+    if part.empty:
+        raise ValueError(f"no matrix for layer {layer}, feature {feature}")
+    row = part.iloc[0]
+    return np.array([list(r) for r in row["matrix"]], dtype=float), [str(t) for t in row["tokens"]]

@@ -1,0 +1,23 @@
+"""How ``infoflow app`` starts Streamlit: the command line and environment of the subprocess."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ENTRY_SCRIPT = Path(__file__).resolve().parent / "main.py"
+
+
+def streamlit_command(store: Path | None, port: int, host: str) -> tuple[list[str], dict[str, str]]:
+    """``python -m streamlit run main.py`` on ``host:port`` (headless, no usage statistics) and its
+    environment (``$INFOFLOW_STORE`` set to ``store`` when given)."""
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(ENTRY_SCRIPT),
+        "--server.port", str(port), "--server.address", host, "--server.headless", "true",
+        "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+    env = dict(os.environ)
+    if store is not None:
+        env["INFOFLOW_STORE"] = str(Path(store).expanduser().resolve())
+    return command, env

@@ -1,0 +1,5 @@
+"""Entry script of ``streamlit run`` (see ``infoflow app``)."""
+
+from infoflow.app.shell import main
+
+main()

@@ -1,0 +1,51 @@
+"""Hidden attention: per layer, the mixing matrix of a prompt (mean over features, or one channel / head)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from infoflow.app import hidden
+from infoflow.app.compare import runs_of_kind
+from infoflow.app.explorer import DEFAULT_PROMPT
+from infoflow.app.figures import matrix_figure
+from infoflow.app.pages.common import load, model_picker
+from infoflow.app.store_access import open_store
+
+ROWS = "hidden_rows"
+
+
+def render(store_path: Path) -> None:
+    source = st.radio("Matrices", ["compute for a prompt", "stored attention run"], horizontal=True,
+                      key="hidden_source")  # fmt: skip
+    if source == "compute for a prompt":
+        name = model_picker("hidden")
+        prompt = st.text_input("Prompt", DEFAULT_PROMPT, key="hidden_prompt")
+        subject = st.text_input("Subject (empty: found)", key="hidden_subject")
+        if st.button("Compute", type="primary", key="hidden_run"):
+            loaded = load(name)
+            with st.spinner("hidden attention of every layer"):
+                rows = hidden.compute(loaded, prompt, subject)
+            st.session_state[ROWS] = (rows, loaded.name, hidden.feature_name(loaded))
+    else:
+        with open_store(store_path) as store:
+            runs = runs_of_kind(store, "attention")
+            if runs.empty:
+                st.info("No attention runs in this store: `infoflow attention --model M` writes one.")
+                return
+            label = st.selectbox("Run", runs["label"].tolist(), key="hidden_run_choice")
+            run = runs[runs["label"] == label].iloc[0]
+            st.session_state[ROWS] = (hidden.stored(store, run["run_id"]), run["model_id"], "feature")
+    if ROWS not in st.session_state:
+        return
+    rows, model, feature_word = st.session_state[ROWS]
+    prompt_ids = sorted(int(p) for p in rows["prompt_id"].unique())
+    columns = st.columns(3)
+    prompt_id = columns[0].selectbox("Prompt id", prompt_ids, key="hidden_prompt_id")
+    layer = columns[1].select_slider("Layer", hidden.layers(rows), key="hidden_layer")
+    features = hidden.features(rows, prompt_id)
+    feature = columns[2].selectbox(f"{feature_word.capitalize()} (mean: over all)", features, key="hidden_feature")
+    matrix, tokens = hidden.matrix(rows, layer, feature, prompt_id)
+    what = f"mean over {len(features) - 1} {feature_word}s" if feature == "mean" else f"{feature_word} {feature}"
+    st.plotly_chart(matrix_figure(matrix, tokens, f"{model} · layer {layer} · {what}"), key="hidden_chart")

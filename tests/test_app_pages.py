@@ -1,0 +1,202 @@
+"""Every page of the web app, run headless with streamlit.testing (AppTest) on a small store."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from infoflow.app.launcher import ENTRY_SCRIPT
+from infoflow.store import ResultsStore
+from tests.app_fixtures import build_store, one_thread
+
+TIMEOUT = 120
+
+
+@pytest.fixture(scope="module")
+def store_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    path = tmp_path_factory.mktemp("app") / "results.duckdb"
+    return path, build_store(path)
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    with one_thread():
+        yield
+
+
+def open_page(store: Path, page: str) -> AppTest:
+    at = AppTest.from_file(str(ENTRY_SCRIPT), default_timeout=TIMEOUT)
+    at.session_state["store"] = str(store)
+    at.session_state["page"] = page
+    return at.run()
+
+
+def charts(at: AppTest) -> list:
+    return at.get("plotly_chart")
+
+
+def trace_types(chart) -> list[str]:
+    return [trace["type"] for trace in json.loads(chart.proto.spec)["data"]]
+
+
+def messages(at: AppTest) -> str:
+    return " ".join(e.value for e in at.error)
+
+
+def test_runs_page_lists_runs_with_status_rows_and_export(store_runs: tuple[Path, dict[str, str]]) -> None:
+    store, runs = store_runs
+    at = open_page(store, "Runs")
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    assert set(runs.values()) <= set(table["run_id"])
+    flow = table.set_index("run_id").loc[runs["info_flow_mamba1"]]
+    assert flow["status"] == "complete (1 errors)" and flow["prompts"] == "3/4" and flow["rows"] == 3 * 4 * 3 * 5
+    at.selectbox(key="runs_run").set_value(runs["info_flow_mamba1"]).run()
+    assert "subject 'Nobody Here' not in prompt" in at.dataframe[1].value["reason"].iloc[0]
+    assert at.get("download_button"), "export button missing"
+
+
+def test_runs_page_deletes_a_run(store_runs: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    store, runs = store_runs
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(store, copy)
+    at = open_page(copy, "Runs")
+    at.selectbox(key="runs_run").set_value(runs["heatmap_gpt2"]).run()
+    assert at.button(key="runs_delete").disabled
+    at.checkbox(key="runs_confirm").check().run()
+    at.button(key="runs_delete").click().run()
+    assert not at.exception
+    assert any(f"deleted run {runs['heatmap_gpt2']}" in s.value for s in at.success)
+    with ResultsStore.open(copy, read_only=True) as results:
+        assert runs["heatmap_gpt2"] not in set(results.runs()["run_id"])
+
+
+@pytest.mark.parametrize("page", ["Runs", "Compare info flow", "Heatmaps", "Launch"])
+def test_missing_store_is_a_clear_message(tmp_path: Path, page: str) -> None:
+    at = open_page(tmp_path / "missing.duckdb", page)
+    assert not at.exception
+    if page == "Launch":  # launching creates the store; nothing to read yet
+        assert not at.error
+    else:
+        assert "No results store at" in messages(at)
+
+
+def test_not_a_store_is_a_clear_message(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.duckdb"
+    bogus.write_text("not a database")
+    at = open_page(bogus, "Runs")
+    assert not at.exception and "Results store:" in messages(at)
+
+
+def test_compare_page_curves_filters_and_downloads(store_runs: tuple[Path, dict[str, str]]) -> None:
+    store, _ = store_runs
+    at = open_page(store, "Compare info flow")
+    assert not at.exception and not at.error
+    assert len(charts(at)) == 1
+    at.radio(key="compare_metric").set_value("hit").run()
+    at.radio(key="compare_x").set_value("window").run()
+    at.text_input(key="compare_filter").set_value("ids(0, 1)").run()
+    assert not at.error and any("2 prompts" in c.value for c in at.caption)
+    at.button(key="compare_png").click().run()
+    assert not at.exception and len(at.get("download_button")) == 2
+    at.text_input(key="compare_filter").set_value("correct").run()
+    assert "Prompt filter: no evaluate results" in messages(at)
+    at.text_input(key="compare_filter").set_value("ids(0").run()
+    assert "Prompt filter" in messages(at) and not at.exception
+
+
+def test_heatmaps_page_side_by_side(store_runs: tuple[Path, dict[str, str]]) -> None:
+    store, _ = store_runs
+    at = open_page(store, "Heatmaps")
+    assert not at.exception and not at.error
+    assert len(at.multiselect(key="heatmap_runs").value) == 2  # the latest run of each model
+    assert trace_types(charts(at)[0]) == ["heatmap", "heatmap"]
+    at.radio(key="heatmap_scale").set_value("largest change").run()
+    assert not at.error
+
+
+def test_explorer_page_runs_live(tmp_path: Path) -> None:
+    at = open_page(tmp_path / "unused.duckdb", "Explorer")
+    assert not at.error and at.selectbox(key="explorer_model").value == "builtin-mamba1"
+    at.button(key="explorer_run").click().run()
+    assert not at.exception and not at.error
+    assert "subject 'Thargol Tesbrammon Silwen' (found)" in at.success[0].value
+    assert len(charts(at)) == 2  # heatmap and per-source curves
+    assert trace_types(charts(at)[0]) == ["heatmap"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"explorer_subject": "Gandalf"}, "Bad prompt: subject 'Gandalf' not in prompt"),
+        ({"explorer_prompt": "where was it born? in"}, "subject not found"),
+        ({"explorer_prompt": "   "}, "type a prompt first"),
+        ({"explorer_model": "other: local folder, .gguf file or hub id", "explorer_model_other": "/no/such/model"},
+         "Model load failure"),
+    ],
+)  # fmt: skip
+def test_explorer_errors_are_messages(tmp_path: Path, fields: dict[str, str], expected: str) -> None:
+    at = AppTest.from_file(str(ENTRY_SCRIPT), default_timeout=TIMEOUT)
+    at.session_state["store"] = str(tmp_path / "unused.duckdb")
+    at.session_state["page"] = "Explorer"
+    for key, value in fields.items():
+        at.session_state[key] = value
+    at.run()
+    at.button(key="explorer_run").click().run()
+    assert not at.exception
+    assert expected in messages(at)
+
+
+def test_hidden_attention_page_computes_and_reads_runs(store_runs: tuple[Path, dict[str, str]]) -> None:
+    store, _ = store_runs
+    at = open_page(store, "Hidden attention")
+    at.selectbox(key="hidden_model").set_value("builtin-mamba2").run()
+    at.button(key="hidden_run").click().run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="hidden_feature").options[:2] == ["mean", "0"]
+    assert len(at.selectbox(key="hidden_feature").options) == 1 + 10  # Mamba-2: 10 heads
+    at.selectbox(key="hidden_feature").set_value("3").run()
+    assert "head 3" in charts(at)[0].proto.spec
+    at.radio(key="hidden_source").set_value("stored attention run").run()
+    assert not at.error and len(charts(at)) == 1
+    assert len(at.selectbox(key="hidden_feature").options) == 1 + 4  # builtin-gpt2: 4 heads
+
+
+def test_features_page(store_runs: tuple[Path, dict[str, str]]) -> None:
+    store, _ = store_runs
+    at = open_page(store, "Mamba features")
+    assert not at.exception and not at.error
+    spec = charts(at)[0].proto.spec
+    assert "fastest decay" in spec and "slowest decay" in spec and "middle" in spec
+    at.button(key="features_run").click().run()
+    assert not at.error and len(charts(at)) == 3  # histogram, live effect, stored run
+    live = charts(at)[1].proto.spec
+    assert "fast_decay" in live and "slow_decay" in live
+    at.selectbox(key="features_model").set_value("other: local folder, .gguf file or hub id").run()
+    at.text_input(key="features_model_other").set_value("builtin-gpt2").run()
+    assert "Mamba models only" in messages(at)
+
+
+def test_launch_page_starts_a_run_with_progress(tmp_path: Path) -> None:
+    store = tmp_path / "new.duckdb"
+    at = open_page(store, "Launch")
+    at.radio(key="launch_kind").set_value("heatmap").run()
+    at.selectbox(key="launch_model").set_value("builtin-gpt2").run()
+    at.number_input(key="launch_limit").set_value(1).run()
+    at.button(key="launch_start").click().run()
+    assert not at.exception and not at.error
+    assert "complete" in at.success[0].value
+    with ResultsStore.open(store, read_only=True) as results:
+        frame = results.runs()
+    assert list(frame["kind"]) == ["heatmap"] and frame["n_done"].iloc[0] == 1
+
+
+def test_launch_page_bad_dataset_is_a_message(tmp_path: Path) -> None:
+    at = open_page(tmp_path / "new.duckdb", "Launch")
+    at.text_input(key="launch_dataset").set_value(str(tmp_path / "nothing.csv")).run()
+    at.button(key="launch_start").click().run()
+    assert not at.exception and at.error
