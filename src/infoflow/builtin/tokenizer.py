@@ -8,7 +8,7 @@ from transformers import PreTrainedTokenizerFast
 from infoflow.data.synthetic import SyntheticFacts
 
 SPECIAL = "<|endoftext|>"  # BOS, EOS and padding at once, as in GPT-2
-ANSWER_REPEATS = 50  # extra occurrences of each answer word, so that BPE merges each into one token
+ANSWER_REPEATS = 100  # extra occurrences of each answer word, so that BPE merges each into one token
 
 
 def train_tokenizer(facts: SyntheticFacts, vocab_size: int = 1024) -> PreTrainedTokenizerFast:

@@ -10,6 +10,12 @@ generalisation). A held-out template recombines pieces the training templates ha
 "{subject}'s" with a relation noun seen only in "The homeland of {subject}", or a relation-first
 training template behind a new opening ("As everyone knows, ...").
 
+Every prompt has an aside right after the subject (or after the possessed noun of "{subject}'s passport"):
+"Vorlak Tesmire, as the records show, was born in". It puts at least four tokens between the subject and
+the last position, so a Mamba conv1d of width 4 at the last position never reads a subject token
+directly (the subject reaches the answer through the state, where knockout acts), and gives prompts
+context tokens that carry nothing about the fact. The aside varies with the entity and the template.
+
 The recall needs the subject: every relation has several values, each given to the same number of
 entities (up to one when the count does not divide), so the relation alone predicts a value with
 probability 1 / (number of values). Entities share first names, so the whole name matters.
@@ -27,6 +33,16 @@ from infoflow.data.errors import DatasetError
 from infoflow.data.prompts import FactPrompt
 
 SUBJECT = "{subject}"
+ASIDE = "{aside}"
+# Asides (at least 3 words, between commas) that say nothing about any fact.
+ASIDES: tuple[str, ...] = (
+    "as the records show",
+    "so we are told",
+    "it is said",
+    "as far as anyone knows",
+    "according to friends",
+    "as the neighbours say",
+)
 
 # Syllables of the pseudo-words that names are made of (none is an answer word or an English word).
 SYLLABLES: tuple[str, ...] = (
@@ -39,6 +55,18 @@ SYLLABLES: tuple[str, ...] = (
 
 def _words(text: str) -> tuple[str, ...]:
     return tuple(text.split())
+
+
+def with_aside(text: str) -> str:
+    """Put ``ASIDE`` between commas after the subject, or before the verb of a possessive template.
+
+    "{subject} was born in" -> "{subject}, {aside}, was born in";
+    "{subject}'s mother tongue is" -> "{subject}'s mother tongue, {aside}, is".
+    """
+    if text.startswith(SUBJECT + "'s "):
+        verb = min(i for i in (text.find(" is"), text.find(" was")) if i > 0)
+        return f"{text[:verb]}, {ASIDE},{text[verb:]}"
+    return text.replace(SUBJECT, f"{SUBJECT}, {ASIDE},", 1)
 
 
 @dataclass(frozen=True)
@@ -207,15 +235,15 @@ RELATIONS: tuple[Relation, ...] = (
 class Template:
     template_id: int  # index in ``SyntheticFacts.templates`` (all relations, training then held-out)
     relation: str
-    text: str  # contains SUBJECT once
+    text: str  # contains SUBJECT and ASIDE once each
     held_out: bool
 
     @property
     def subject_first(self) -> bool:
         return self.text.startswith(SUBJECT)
 
-    def prompt(self, subject: str) -> str:
-        return self.text.replace(SUBJECT, subject)
+    def prompt(self, subject: str, aside: str) -> str:
+        return self.text.replace(SUBJECT, subject).replace(ASIDE, aside)
 
 
 @dataclass(frozen=True)
@@ -282,7 +310,9 @@ class SyntheticFacts:
     def templates(self) -> tuple[Template, ...]:
         texts = [(r.name, text, False) for r in self.relations for text in r.train_templates]
         texts += [(r.name, text, True) for r in self.relations for text in r.held_out_templates]
-        return tuple(Template(i, relation, text, held_out) for i, (relation, text, held_out) in enumerate(texts))
+        return tuple(
+            Template(i, relation, with_aside(text), held_out) for i, (relation, text, held_out) in enumerate(texts)
+        )
 
     def facts(self) -> list[Fact]:
         return [
@@ -305,7 +335,7 @@ class SyntheticFacts:
         return [
             FactPrompt(
                 prompt_id=fact.entity_id * len(self.templates) + template.template_id,
-                prompt=template.prompt(fact.subject),
+                prompt=template.prompt(fact.subject, ASIDES[(fact.entity_id + template.template_id) % len(ASIDES)]),
                 subject=fact.subject,
                 target=fact.target,
                 relation=fact.relation,
