@@ -41,11 +41,11 @@ StoreOption = Annotated[
     typer.Option("--store", help="Results store file [default: $INFOFLOW_STORE or ./infoflow-results.duckdb]"),
 ]
 FilterOption = Annotated[str, typer.Option("--filter", help="Prompt filter, e.g. 'correct and not ids(3)'.")]
-Limit = Annotated[int | None, typer.Option("--limit", "-n", help="At most this many prompts (a seeded sample).")]
+Limit = Annotated[int | None, typer.Option("--limit", "-n", min=1, help="At most this many prompts (a seeded sample).")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the prompt sample.")]
 Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")]
 Dtype = Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")]
-BatchSize = Annotated[int, typer.Option("--batch-size", help="Knockouts per batched tail pass (fast engine).")]
+BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Knockouts per batched tail pass (fast engine).")]
 EngineOption = Annotated[str, typer.Option("--engine", help="fast (default) or reference (one forward per knockout).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
@@ -233,6 +233,7 @@ def info_flow_command(
                 window_sizes=tuple(window_sizes or [default_window_size(n_layers)]),
                 options=KnockoutOptions(mode=mode, strict=strict, exempt_fraction=exempt_fraction),
             )
+            params.check_model(n_layers, context.loaded.model.is_ssm)  # before any work, selection included
             run_id = info_flow(context, selected(context, prompts, dataset_filter, limit, seed), params)
             print_done("info-flow", run_id, context)
             out.print(f"figures and tables: infoflow report {run_id}")
@@ -264,13 +265,16 @@ def heatmap_command(
 
     def body() -> None:
         from infoflow.experiments.experiments import heatmap
-        from infoflow.experiments.plans import KnockoutOptions
+        from infoflow.experiments.plans import InfoFlowParams, KnockoutOptions
 
         setup = Setup(model, dataset, dataset_file, store, device, dtype, batch_size, engine, quiet)
         with experiment_context(setup, describe_selection(dataset_filter, limit, seed)) as (context, prompts):
+            lm = context.loaded.model
+            size = window_size if window_size is not None else default_window_size(lm.n_layers)
+            options = KnockoutOptions(mode=mode, strict=strict)
+            InfoFlowParams(window_sizes=(size,), options=options).check_model(lm.n_layers, lm.is_ssm)  # before work
             chosen = selected(context, prompts, dataset_filter, limit, seed)
-            size = window_size or default_window_size(context.loaded.model.n_layers)
-            run_id = heatmap(context, chosen, size, KnockoutOptions(mode=mode, strict=strict))
+            run_id = heatmap(context, chosen, size, options)
             print_done("heatmap", run_id, context)
             out.print(f"figures: infoflow report {run_id}")
 
@@ -295,10 +299,11 @@ def attention_command(
     """Export hidden-attention matrices (mean over channels/heads, optionally each) for prompts."""
 
     def body() -> None:
-        from infoflow.experiments.experiments import attention
+        from infoflow.experiments.experiments import attention, check_layers
 
         setup = Setup(model, dataset, dataset_file, store, device, dtype, 1, "reference", quiet)
         with experiment_context(setup, describe_selection(dataset_filter, limit, seed)) as (context, prompts):
+            check_layers(context.loaded.model, layers)  # before any work, selection included
             chosen = selected(context, prompts, dataset_filter, limit, seed)
             run_id = attention(context, chosen, layers, per_feature)
             print_done("attention", run_id, context)

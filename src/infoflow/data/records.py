@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from infoflow.data.errors import DatasetError
@@ -35,6 +36,13 @@ def read_table(path: Path) -> Table:
     """Read a CSV (all values text), JSON (a list of objects), JSONL or Parquet file."""
     if not path.is_file():
         raise FileNotFoundError(f"dataset file not found: {path}")
+    try:
+        return _read_table(path)
+    except (UnicodeDecodeError, json.JSONDecodeError, csv.Error, pa.ArrowException) as error:
+        raise DatasetError(f"{path}: cannot read it as a {path.suffix.lower()} dataset: {error}") from error
+
+
+def _read_table(path: Path) -> Table:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         table = pq.read_table(path)

@@ -46,11 +46,15 @@ def evaluate(context: RunContext, prompts: Sequence[FactPrompt], top_k: int = TO
     """Clean next-token distribution per prompt: p0 (target probability), rank (1 = top), correct, top-k."""
     tokenizer = context.loaded.tokenizer
 
-    def chunk_job(chunk: list[tuple[FactPrompt, TokenSpans]]) -> list[Rows]:
+    def chunk_job(chunk: list[tuple[FactPrompt, TokenSpans]]) -> list[Rows | PromptError]:
         probabilities = clean_probabilities(
             context.loaded.model, [s.input_ids for _, s in chunk], context.engine.device
         )
-        return [evaluation_row(prompt, spans, p) for (prompt, spans), p in zip(chunk, probabilities, strict=True)]
+        finite = torch.isfinite(probabilities).all(dim=-1).tolist()
+        return [
+            evaluation_row(prompt, spans, p) if ok else non_finite_error(context, prompt, spans)
+            for (prompt, spans), p, ok in zip(chunk, probabilities, finite, strict=True)
+        ]
 
     def evaluation_row(prompt: FactPrompt, spans: TokenSpans, probabilities: torch.Tensor) -> Rows:
         p0 = probabilities[spans.target_id].item()
@@ -97,11 +101,37 @@ def knockout_job(
         ]
         scores = iter(context.engine.scores_many(requests))
         return [
-            plan if isinstance(plan, PromptError) else rows_of(prompt, spans, plan, next(scores))
+            plan if isinstance(plan, PromptError) else checked_rows(prompt, spans, plan, next(scores))
             for (prompt, spans), plan in zip(chunk, plans, strict=True)
         ]
 
+    def checked_rows(
+        prompt: FactPrompt, spans: TokenSpans, plan: list[PlannedKnockout], scores: TargetScores
+    ) -> Rows | PromptError:
+        finite = torch.isfinite(scores.probability)
+        if finite.all():
+            return rows_of(prompt, spans, plan, scores)
+        first = int((~finite).nonzero()[0])  # 0: the clean run, k: the k-th planned knockout
+        return non_finite_error(context, prompt, spans, None if first == 0 else plan[first - 1])
+
     return job
+
+
+@torch.no_grad()
+def non_finite_error(
+    context: RunContext, prompt: FactPrompt, spans: TokenSpans, planned: PlannedKnockout | None = None
+) -> PromptError:
+    """The error of a prompt whose output is NaN or infinite: names the prompt and the first layer whose residual
+    stream is not finite (on the clean run, or under the knockout ``planned`` that produced it)."""
+    ids = prompt_ids(spans).view(1, -1).to(context.engine.device)
+    stream = context.loaded.model.residual_stream(ids, None if planned is None else planned.knockout)
+    bad = next((i for i, hidden in enumerate(stream) if not torch.isfinite(hidden).all()), None)
+    if bad is None:
+        place = "after the final norm or unembedding (the residual stream is finite)"
+    else:
+        place = "in the embeddings" if bad == 0 else f"first at layer {bad - 1} (the output of that layer)"
+    run = "the clean run" if planned is None else f"knockout {planned.key}"
+    return PromptError(f"non-finite output (NaN/inf) on prompt {prompt.prompt_id} {prompt.prompt!r} in {run}: {place}")
 
 
 def info_flow(
@@ -165,22 +195,30 @@ def heatmap(
     return run_prompts(context, "heatmap", params, prompts, chunk_job=job, chunk_size=chunk_size)
 
 
+def check_layers(model: CausalLM, layers: Sequence[int] | None) -> list[int]:
+    """``layers`` (default: every layer) if each exists in ``model``; else a ``ValueError``."""
+    chosen = list(range(model.n_layers)) if layers is None else list(layers)
+    bad = [layer for layer in chosen if not 0 <= layer < model.n_layers]
+    if bad:
+        raise ValueError(f"layers {bad} do not exist in a model with {model.n_layers} layers (0..{model.n_layers - 1})")
+    return chosen
+
+
 def attention(
     context: RunContext, prompts: Sequence[FactPrompt], layers: Sequence[int] | None = None, per_feature: bool = False
 ) -> str:
     """Hidden-attention matrices [target][source] per layer: the mean over features (channels / heads), and
     every feature's own matrix with ``per_feature``."""
     model = context.loaded.model
-    chosen = list(range(model.n_layers)) if layers is None else list(layers)
-    bad = [layer for layer in chosen if not 0 <= layer < model.n_layers]
-    if bad:
-        raise ValueError(f"layers {bad} do not exist in a model with {model.n_layers} layers")
+    chosen = check_layers(model, layers)
     tokenizer = context.loaded.tokenizer
 
     def job(prompt: FactPrompt, spans: TokenSpans) -> Rows:
         tokens = [tokenizer.decode([i]) for i in spans.input_ids]
         with torch.no_grad():
             stream = model.residual_stream(prompt_ids(spans).view(1, -1).to(context.engine.device))
+        if not all(torch.isfinite(hidden).all() for hidden in stream):
+            raise non_finite_error(context, prompt, spans)
         rows = []
         for layer in chosen:
             block = model.blocks[layer]

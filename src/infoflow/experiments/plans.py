@@ -19,6 +19,10 @@ class KnockoutOptions:
     strict: bool = False
     exempt_fraction: float = 1 / 3
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.exempt_fraction <= 1.0:
+            raise ValueError(f"exempt fraction must be in [0, 1], got {self.exempt_fraction}")
+
     def features(self, category: FeatureCategory) -> FeatureSelection:
         return FeatureSelection(category=category, exempt_fraction=self.exempt_fraction)
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from infoflow.data.prompts import FactPrompt
@@ -80,16 +81,49 @@ def run_prompts(
             task = progress.add_task(label, total=len(prompts), completed=len(done))
             for start in range(0, len(todo), chunk_size):
                 chunk = todo[start : start + chunk_size]
-                usable = record_errors(
-                    context.store, run.run_id, chunk, find_spans_many(context.loaded.tokenizer, chunk)
-                )
-                rows = chunk_job(usable) if chunk_job is not None else run_each(usable, job)
+                max_positions = context.loaded.model.max_positions
+                spans = [check_length(s, max_positions) for s in find_spans_many(context.loaded.tokenizer, chunk)]
+                usable = record_errors(context.store, run.run_id, chunk, spans)
+                rows = run_chunk(usable, job, chunk_job)
                 store_rows(context.store, run.run_id, usable, rows)
                 progress.advance(task, len(chunk))
         status = "complete"
     finally:
         context.store.finish_run(run.run_id, status)
     return run.run_id
+
+
+def check_length(spans: TokenSpans | PromptError, max_positions: int | None) -> TokenSpans | PromptError:
+    """A prompt longer than the model's position limit becomes a ``PromptError`` (it costs that prompt only)."""
+    if isinstance(spans, TokenSpans) and max_positions is not None and spans.num_tokens > max_positions:
+        return PromptError(f"prompt has {spans.num_tokens} tokens but the model supports at most {max_positions}")
+    return spans
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """A CUDA out-of-memory error, the CPU allocator failing, or Python's ``MemoryError``."""
+    message = str(error)
+    return isinstance(error, torch.OutOfMemoryError | MemoryError) or (
+        isinstance(error, RuntimeError) and ("can't allocate memory" in message or "not enough memory" in message)
+    )
+
+
+def run_chunk(
+    usable: list[tuple[FactPrompt, TokenSpans]], job: PromptJob | None, chunk_job: ChunkJob | None
+) -> list[Rows | PromptError]:
+    """Results of a chunk; a chunk that runs out of memory runs again prompt by prompt, and a prompt that runs
+    out of memory alone gets a ``PromptError`` instead of ending the run."""
+    try:
+        return chunk_job(usable) if chunk_job is not None else run_each(usable, job)
+    except (RuntimeError, MemoryError) as error:
+        if not is_out_of_memory(error):
+            raise
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if len(usable) == 1:
+        tokens = usable[0][1].num_tokens
+        return [PromptError(f"out of memory on this prompt ({tokens} tokens) even alone; use a smaller model or dtype")]
+    return [result for item in usable for result in run_chunk([item], job, chunk_job)]
 
 
 def record_errors(

@@ -26,6 +26,8 @@ def connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
         ) from e
     except duckdb.Error as e:
         message = str(e)
+        if "not a valid DuckDB database" in message and not read_only and _remove_if_empty(path):
+            return connect(path, read_only)  # an empty file: what a crash while creating the store leaves
         if "not a valid DuckDB database" in message:
             raise NotAStoreError(f"{path} is not a DuckDB database, so not an infoflow results store") from e
         if "Could not set lock" in message or "Conflicting lock" in message:
@@ -36,6 +38,17 @@ def connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
                 "— wait for it to finish or use another --store"
             ) from e
         raise StoreError(f"cannot open results store {path}: {message}") from e
+
+
+def _remove_if_empty(path: Path) -> bool:
+    """Remove ``path`` if it is an empty file (no one holds it: DuckDB reports a lock before a bad header)."""
+    try:
+        if path.stat().st_size != 0:
+            return False
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    return True
 
 
 @contextmanager
