@@ -106,12 +106,18 @@ class Parser:
         if self.peek() != "(":
             return []
         self.take("(")
-        args = [self.take()]
+        args = [self.argument()]
         while self.peek() == ",":
             self.take(",")
-            args.append(self.take())
+            args.append(self.argument())
         self.take(")")
         return args
+
+    def argument(self) -> str:
+        token = self.peek()
+        if token in ("(", ")", ","):
+            raise FilterError(f"expected an argument in filter {self.expression!r}, found {token!r}")
+        return self.take()
 
     def atom(self) -> frozenset[int]:
         name = self.take().lower()
@@ -178,11 +184,14 @@ def load_presets() -> dict[str, str]:
 
 
 def save_preset(name: str, expression: str) -> Path:
-    """Save a named filter (checked for syntax) to the presets file; returns the file."""
-    tokenize(expression)
+    """Save a named filter (checked for syntax, and that the presets it uses exist) to the presets file;
+    returns the file."""
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
         raise FilterError(f"preset names use letters, digits, '_', '-', '.': got {name!r}")
-    presets = load_presets() | {name: expression}
+    saved = load_presets()
+    syntax_only = FilterContext(universe=frozenset(), model="", ranks=lambda model: {})
+    Parser(expression, syntax_only, {k: v for k, v in saved.items() if k != name}).parse()
+    presets = saved | {name: expression}
     path = presets_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(presets, indent=2, sort_keys=True))
