@@ -1,0 +1,71 @@
+"""Concurrency: a second writer, or a reader, while a run writes to the same store gets a clear lock message;
+the run loses no row and the store stays whole."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from infoflow.cli import app
+from infoflow.store import ResultsStore
+
+N_PROMPTS = 12
+
+
+def run_args(store: Path) -> list[str]:
+    return [
+        "info-flow", "--model", "builtin-gpt2", "--dataset", "synthetic", "--filter", "all",
+        "--limit", str(N_PROMPTS), "--window-size", "4", "--store", str(store), "--quiet",
+    ]  # fmt: skip
+
+
+def test_second_writer_and_reader_during_a_run(tmp_path: Path) -> None:
+    store = tmp_path / "s.duckdb"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", "from infoflow.cli import main; main()", *run_args(store)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    started = time.monotonic()
+    while not store.exists() and writer.poll() is None and time.monotonic() - started < 60:
+        time.sleep(0.02)
+    assert writer.poll() is None, "the run ended before the store could be contended"
+    runner = CliRunner()
+    second = runner.invoke(app, run_args(store), env={"COLUMNS": "400"})  # the same run, a second writer
+    reader = runner.invoke(app, ["runs", "list", "--store", str(store)], env={"COLUMNS": "400"})
+    holding = writer.poll() is None
+    assert writer.wait(timeout=120) == 0, writer.stderr.read().decode() if writer.stderr else ""
+    if holding:  # both bounced off the writer's lock with a message that says what to do
+        for result in (second, reader):
+            assert result.exit_code == 1, result.output
+            assert "is in use by another process (pid" in result.output and "wait for it to finish" in result.output
+            assert "Traceback" not in result.output
+    with ResultsStore.open(store, read_only=True) as results:
+        (run_id,) = results.runs()["run_id"]
+        rows = results.frame(run_id)
+        assert results.run(run_id).status == "complete"
+    assert rows["prompt_id"].nunique() == N_PROMPTS
+    assert not rows.duplicated(["prompt_id", "target", "source", "feature_category", "window_start"]).any()
+
+
+def test_run_refused_while_another_process_reads(tmp_path: Path) -> None:
+    store = tmp_path / "s.duckdb"
+    with ResultsStore.open(store) as results:
+        results.runs()
+    code = f"import duckdb, time; c = duckdb.connect({str(store)!r}, read_only=True); print('ready', flush=True)"
+    code += "; time.sleep(60)"
+    reader = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout is not None and reader.stdout.readline().strip() == "ready"
+        result = CliRunner().invoke(app, run_args(store), env={"COLUMNS": "400"})
+        assert result.exit_code == 1, result.output
+        assert "is in use by another process" in result.output and "Traceback" not in result.output
+    finally:
+        reader.kill()
+        reader.wait()
+    with ResultsStore.open(store, read_only=True) as results:
+        assert results.runs().empty  # refused before any work
