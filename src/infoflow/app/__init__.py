@@ -2,5 +2,5 @@
 
 ``infoflow app`` runs ``streamlit run`` on :data:`infoflow.app.launcher.ENTRY_SCRIPT`. Each page has a
 pure-logic module (``runs``, ``compare``, ``heatmaps``, ``explorer``, ``hidden``, ``features``, ``launch``)
-that its Streamlit page in ``infoflow.app.pages`` calls; ``figures`` turns their frames into plotly figures.
+that its Streamlit page in ``infoflow.app.views`` calls; ``figures`` turns their frames into plotly figures.
 """

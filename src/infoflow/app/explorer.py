@@ -56,7 +56,8 @@ def known_subjects() -> tuple[str, ...]:
 def find_subject(prompt: str, known: Sequence[str] | None = None) -> str:
     """The subject of ``prompt``: the longest known subject it contains, else its first run of capitalised
     words (a name). Raises ``AppError`` when neither is there."""
-    for subject in known_subjects() if known is None else known:
+    candidates = known_subjects() if known is None else sorted(known, key=len, reverse=True)
+    for subject in candidates:
         if subject and subject in prompt:
             return subject
     match = CAPITALISED_RUN.search(prompt)

@@ -25,9 +25,16 @@ def _rgba(hex_color: str, alpha: float) -> str:
 
 
 def curves_figure(
-    points: pd.DataFrame, *, x_label: str, y_label: str, reference: float = 0.0, title: str | None = None
+    points: pd.DataFrame,
+    *,
+    x_label: str,
+    y_label: str,
+    reference: float = 0.0,
+    title: str | None = None,
+    integer_x: bool = False,
 ) -> go.Figure:
-    """One panel per ``source``, one line per ``line`` with its [low, high] band (``curve_points`` frames)."""
+    """One panel per ``source``, one line per ``line`` with its [low, high] band (``curve_points`` frames);
+    ``integer_x``: ticks at whole numbers (window indices)."""
     sources = ordered_sources(points["source"].unique())
     lines = list(dict.fromkeys(points["line"]))
     n_cols = min(PANEL_COLUMNS, max(1, len(sources)))
@@ -46,7 +53,7 @@ def curves_figure(
             band_y = np.concatenate([part["high"], part["low"][::-1]])
             fig.add_trace(
                 go.Scatter(
-                    x=band_x, y=band_y, fill="toself", fillcolor=_rgba(color, 0.2), line={"width": 0},
+                    x=band_x, y=band_y, mode="lines", fill="toself", fillcolor=_rgba(color, 0.2), line={"width": 0},
                     hoverinfo="skip", showlegend=False, legendgroup=str(line),
                 ),
                 row=row, col=col,
@@ -64,6 +71,8 @@ def curves_figure(
             )  # fmt: skip
         fig.add_hline(y=reference, line={"dash": "dash", "color": "#888", "width": 1}, row=row, col=col)
         fig.update_xaxes(title_text=x_label if row == n_rows else None, row=row, col=col)
+        if integer_x:
+            fig.update_xaxes(dtick=1, row=row, col=col)
     fig.update_yaxes(title_text=y_label, col=1)
     fig.update_layout(
         height=320 * n_rows + 80, title=title, legend={"orientation": "h", "y": -0.2}, margin={"t": 60, "b": 40}

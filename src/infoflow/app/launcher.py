@@ -10,12 +10,13 @@ ENTRY_SCRIPT = Path(__file__).resolve().parent / "main.py"
 
 
 def streamlit_command(store: Path | None, port: int, host: str) -> tuple[list[str], dict[str, str]]:
-    """``python -m streamlit run main.py`` on ``host:port`` (headless, no usage statistics) and its
+    """``python -m streamlit run main.py`` on ``host:port`` (headless, no usage statistics, no file watcher:
+    it would import every lazy module of transformers) and its
     environment (``$INFOFLOW_STORE`` set to ``store`` when given)."""
     command = [
         sys.executable, "-m", "streamlit", "run", str(ENTRY_SCRIPT),
         "--server.port", str(port), "--server.address", host, "--server.headless", "true",
-        "--browser.gatherUsageStats", "false",
+        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
     ]  # fmt: skip
     env = dict(os.environ)
     if store is not None:

@@ -9,8 +9,8 @@ import streamlit as st
 
 from infoflow.app.cache import apply_thread_setting
 from infoflow.app.errors import user_message
-from infoflow.app.pages import compare, explorer, features, heatmaps, hidden, launch, runs
 from infoflow.app.store_access import resolve_store_path
+from infoflow.app.views import compare, explorer, features, heatmaps, hidden, launch, runs
 from infoflow.store import default_store_path
 
 PAGES: dict[str, Callable[[Path], None]] = {

@@ -46,7 +46,10 @@ def render(store_path: Path) -> None:
                     format_func=lambda v: {"depth": "depth %", "window": "window index"}[v])  # fmt: skip
     points = compare.curve_points(rows, metric, x)
     reference = 0.0 if metric == "diff" else 100.0
-    figure = curves_figure(points, x_label=compare.X_LABELS[x], y_label=compare.Y_LABELS[metric], reference=reference)
+    figure = curves_figure(
+        points, x_label=compare.X_LABELS[x], y_label=compare.Y_LABELS[metric], reference=reference,
+        integer_x=x == "window",
+    )  # fmt: skip
     st.plotly_chart(figure, key="compare_chart")
     st.caption(f"{rows['prompt_id'].nunique()} prompts · bands: 95 % Student-t interval of the mean over prompts")
     st.download_button("Download CSV", points.to_csv(index=False).encode(), file_name="info-flow.csv",

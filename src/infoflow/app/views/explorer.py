@@ -10,7 +10,7 @@ from infoflow.app.compare import X_LABELS, Y_LABELS, curve_points
 from infoflow.app.explorer import DEFAULT_PROMPT, ExplorerRequest, ExplorerResult, explore
 from infoflow.app.figures import curves_figure, heatmap_figure
 from infoflow.app.heatmaps import panels
-from infoflow.app.pages.common import load, model_picker, progress_bar
+from infoflow.app.views.common import load, model_picker, progress_bar
 
 RESULT = "explorer_result"
 
@@ -52,5 +52,7 @@ def show(result: ExplorerResult) -> None:
     metric = st.radio("Metric", ["diff", "hit"], horizontal=True, key="explorer_metric")
     points = curve_points(result.curve_rows, metric, "window")
     reference = 0.0 if metric == "diff" else 100.0
-    st.plotly_chart(curves_figure(points, x_label=X_LABELS["window"], y_label=Y_LABELS[metric], reference=reference),
-                    key="explorer_curves")  # fmt: skip
+    figure = curves_figure(
+        points, x_label=X_LABELS["window"], y_label=Y_LABELS[metric], reference=reference, integer_x=True
+    )
+    st.plotly_chart(figure, key="explorer_curves")

@@ -11,8 +11,8 @@ from infoflow.app import features
 from infoflow.app.compare import X_LABELS, Y_LABELS, curve_points, runs_of_kind
 from infoflow.app.explorer import DEFAULT_PROMPT
 from infoflow.app.figures import curves_figure, histogram_figure
-from infoflow.app.pages.common import load, model_picker, progress_bar
 from infoflow.app.store_access import open_store
+from infoflow.app.views.common import load, model_picker, progress_bar
 from infoflow.plots import runs_frame
 
 EFFECT = "features_effect"
@@ -39,7 +39,7 @@ def render(store_path: Path) -> None:
             st.session_state[EFFECT] = rows
         if EFFECT in st.session_state:
             points = curve_points(st.session_state[EFFECT], "diff", "window")
-            figure = curves_figure(points, x_label=X_LABELS["window"], y_label=Y_LABELS["diff"])
+            figure = curves_figure(points, x_label=X_LABELS["window"], y_label=Y_LABELS["diff"], integer_x=True)
             st.plotly_chart(figure, key="features_live_chart")
     with tab_store:
         with open_store(store_path) as store:

@@ -10,8 +10,8 @@ from infoflow.app import hidden
 from infoflow.app.compare import runs_of_kind
 from infoflow.app.explorer import DEFAULT_PROMPT
 from infoflow.app.figures import matrix_figure
-from infoflow.app.pages.common import load, model_picker
 from infoflow.app.store_access import open_store
+from infoflow.app.views.common import load, model_picker
 
 ROWS = "hidden_rows"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import streamlit as st
 
 from infoflow.app.launch import LaunchRequest, launch
-from infoflow.app.pages.common import load, model_picker
 from infoflow.app.store_access import open_store
+from infoflow.app.views.common import load, model_picker
 from infoflow.data.spans import TokenType
 from infoflow.experiments.plans import InfoFlowParams
 from infoflow.knockout.spec import FeatureCategory, KnockoutMode

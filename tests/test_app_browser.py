@@ -1,0 +1,41 @@
+"""End to end in a real headless Chromium: open the app, run the explorer on a built-in model, see the heatmap."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.app_browser import INSTALL_HINT, chromium_path, run_explorer, serve_app
+
+
+@pytest.fixture
+def chromium() -> str:
+    path = chromium_path()
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs a Chromium for the end-to-end test of the web app: {INSTALL_HINT}")
+        pytest.skip(f"no Chromium for the end-to-end test of the web app; {INSTALL_HINT}")
+    return path
+
+
+def test_explorer_heatmap_in_chromium(chromium: str, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with serve_app(tmp_path / "results.duckdb") as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            page.get_by_role("heading", name="Runs", exact=True).first.wait_for(timeout=60_000)
+            page.get_by_text("No results store at").wait_for(timeout=30_000)  # a clear message, not a traceback
+            run_explorer(page)
+            heatmap = page.locator(".js-plotly-plot").first
+            heatmap.wait_for(timeout=30_000)
+            assert page.locator(".js-plotly-plot .heatmaplayer").count() >= 1
+            page.get_by_text("subject 'Thargol Tesbrammon Silwen' (found)").wait_for(timeout=10_000)
+            assert page.get_by_test_id("stException").count() == 0
+            page.screenshot(path=str(tmp_path / "explorer.png"), full_page=True)
+        finally:
+            browser.close()
