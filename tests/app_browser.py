@@ -103,7 +103,7 @@ def screenshots(store: Path, folder: Path) -> list[Path]:
         wait_idle(page)
         shots = {
             "Runs": None, "Compare info flow": None, "Heatmaps": None, "Explorer": "Run explorer",
-            "Hidden attention": "Compute", "Mamba features": "Run", "Launch": None,
+            "Hidden attention": "Compute", "Mamba features": "Run", "Launch": "Start run",
         }  # fmt: skip
         for name, button in shots.items():
             open_page(page, name)

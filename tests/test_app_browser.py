@@ -7,17 +7,33 @@ from pathlib import Path
 
 import pytest
 
-from tests.app_browser import INSTALL_HINT, chromium_path, run_explorer, serve_app
+from tests import app_browser
+from tests.app_browser import INSTALL_HINT, run_explorer, serve_app
 
 
-@pytest.fixture
-def chromium() -> str:
-    path = chromium_path()
+def require_chromium() -> str:
+    """Chromium's path; without one: fail under CI (``$CI`` set), else skip, saying how to install it."""
+    path = app_browser.chromium_path()
     if path is None:
         if os.environ.get("CI"):
             pytest.fail(f"CI needs a Chromium for the end-to-end test of the web app: {INSTALL_HINT}")
         pytest.skip(f"no Chromium for the end-to-end test of the web app; {INSTALL_HINT}")
     return path
+
+
+@pytest.fixture
+def chromium() -> str:
+    return require_chromium()
+
+
+def test_missing_chromium_fails_under_ci_and_skips_outside(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app_browser, "chromium_path", lambda: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="apt-get install -y chromium"):
+        require_chromium()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="apt-get install -y chromium"):
+        require_chromium()
 
 
 def test_explorer_heatmap_in_chromium(chromium: str, tmp_path: Path) -> None:

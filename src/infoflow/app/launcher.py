@@ -16,7 +16,7 @@ def streamlit_command(store: Path | None, port: int, host: str) -> tuple[list[st
     command = [
         sys.executable, "-m", "streamlit", "run", str(ENTRY_SCRIPT),
         "--server.port", str(port), "--server.address", host, "--server.headless", "true",
-        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+        "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal",
     ]  # fmt: skip
     env = dict(os.environ)
     if store is not None:
