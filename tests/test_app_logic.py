@@ -84,6 +84,7 @@ def test_heatmap_panels_side_by_side(store_runs: tuple[Path, dict[str, str]]) ->
     with open_store(path) as store:
         frame = heatmaps.load_rows(store, [ids["heatmap_mamba1"], ids["heatmap_gpt2"]])
     assert list(heatmaps.prompt_choices(frame)) == [0]
+    assert heatmaps.prompt_choices(frame)[0].startswith("Thargol")  # special tokens left out
     panels = heatmaps.panels(frame, 0, WINDOW)
     assert [p.title for p in panels] == ["builtin-mamba1", "builtin-gpt2"]
     assert all(p.values.shape == (len(p.tokens), 8 - WINDOW + 1) for p in panels)

@@ -3,6 +3,7 @@ models (``infoflow.plots.heatmap_matrix``)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import pandas as pd
@@ -10,6 +11,8 @@ import pandas as pd
 from infoflow.app.figures import HeatmapPanel
 from infoflow.plots import heatmap_matrix, runs_frame
 from infoflow.store import ResultsStore
+
+SPECIAL_TOKEN = re.compile(r"<\|[^|]*\|>|<s>|</s>")
 
 
 def load_rows(store: ResultsStore, run_ids: Sequence[str]) -> pd.DataFrame:
@@ -31,7 +34,7 @@ def prompt_choices(frame: pd.DataFrame) -> dict[int, str]:
             rows = frame[frame["prompt_id"] == prompt_id]
         first = rows[rows["run_id"] == rows["run_id"].iloc[0]]
         tokens = first.drop_duplicates("position").sort_values("position")["token"].astype(str)
-        texts[prompt_id] = "".join(tokens).strip()
+        texts[prompt_id] = SPECIAL_TOKEN.sub("", "".join(tokens)).strip()
     return texts
 
 

@@ -8,6 +8,7 @@ an attention run of the app's store).
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +29,19 @@ def feature_name(loaded: LoadedModel) -> str:
     return FEATURE_NAMES.get(loaded.model.family, "feature")
 
 
-def compute(loaded: LoadedModel, prompt: str, subject: str = "", per_feature: bool = True) -> pd.DataFrame:
-    """Attention rows (layer, feature, matrix, tokens) of one typed prompt, every layer."""
+def compute(
+    loaded: LoadedModel,
+    prompt: str,
+    subject: str = "",
+    per_feature: bool = True,
+    layers: Sequence[int] | None = None,
+) -> pd.DataFrame:
+    """Attention rows (layer, feature, matrix, tokens) of one typed prompt: ``layers`` (default: all), the
+    mean over features and, with ``per_feature``, each feature's own matrix."""
     fact, _, _, _ = prompt_spans(loaded, ExplorerRequest(prompt=prompt, subject=subject, target=" x"))
     with tempfile.TemporaryDirectory() as folder, ResultsStore.open(Path(folder) / "scratch.duckdb") as store:
         context = RunContext(loaded, ReferenceEngine(loaded.model), store, "typed prompt", show_progress=False)
-        run_id = attention(context, [fact], None, per_feature)
+        run_id = attention(context, [fact], layers, per_feature)
         errors = store.frame(run_id, "errors")
         if not errors.empty:
             raise ValueError(f"bad prompt: {errors['reason'].iloc[0]}")
