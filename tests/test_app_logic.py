@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from infoflow.app import compare, features, heatmaps, runs
+from infoflow.app import compare, features, heatmaps, hidden, runs
 from infoflow.app.errors import AppError, user_message
 from infoflow.app.explorer import ExplorerRequest, explore, find_subject
 from infoflow.app.launch import LaunchRequest, launch
@@ -150,3 +150,18 @@ def test_cli_app_runs_streamlit(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     assert env["INFOFLOW_STORE"] == str((tmp_path / "s.duckdb").resolve())
     assert ENTRY_SCRIPT.exists()
     assert streamlit_command(None, 1, "0.0.0.0")[0][command.index("--server.address") + 1] == "0.0.0.0"
+
+
+def test_hidden_attention_category_means() -> None:
+    loaded = load_model("builtin-mamba2")
+    rows = hidden.compute(loaded, "Thargol Tesbrammon Silwen was born in", per_feature=True, layers=[1])
+    assert hidden.layers(rows) == [1] and hidden.features(rows)[:2] == ["mean", "0"]
+    table = features.decay_table(loaded)
+    part = table[table["layer"] == 1]
+    categories = dict(zip(part["feature"], part["category"], strict=True))
+    merged = hidden.with_category_means(rows, categories)
+    heads = [h for h, c in categories.items() if c == features.SLOWEST]
+    expected = np.mean([hidden.matrix(rows, 1, str(h))[0] for h in heads], axis=0)
+    np.testing.assert_allclose(hidden.matrix(merged, 1, features.SLOWEST)[0], expected, rtol=1e-6, atol=1e-9)
+    mean, tokens = hidden.matrix(rows, 1, "mean")
+    assert mean.shape == (len(tokens), len(tokens)) and np.allclose(np.triu(mean, 1), 0)  # causal

@@ -157,10 +157,13 @@ def test_hidden_attention_page_computes_and_reads_runs(store_runs: tuple[Path, d
     at.selectbox(key="hidden_model").set_value("builtin-mamba2").run()
     at.button(key="hidden_run").click().run()
     assert not at.exception and not at.error
-    assert at.selectbox(key="hidden_feature").options[:2] == ["mean", "0"]
-    assert len(at.selectbox(key="hidden_feature").options) == 1 + 10  # Mamba-2: 10 heads
+    options = at.selectbox(key="hidden_feature").options
+    assert options[0] == "mean" and options[-10:] == [str(h) for h in range(10)]  # Mamba-2: 10 heads
+    assert len(options) == 1 + 3 + 10  # and the means over the three decay categories
     at.selectbox(key="hidden_feature").set_value("3").run()
     assert "head 3" in charts(at)[0].proto.spec
+    at.selectbox(key="hidden_feature").set_value(options[1]).run()
+    assert not at.exception and "mean over the heads of" in charts(at)[0].proto.spec
     at.radio(key="hidden_source").set_value("stored attention run").run()
     assert not at.error and len(charts(at)) == 1
     assert len(at.selectbox(key="hidden_feature").options) == 1 + 4  # builtin-gpt2: 4 heads

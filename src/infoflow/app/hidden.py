@@ -8,7 +8,7 @@ an attention run of the app's store).
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +62,22 @@ def features(rows: pd.DataFrame, prompt_id: int | None = None) -> list[str]:
     if prompt_id is not None:
         rows = rows[rows["prompt_id"] == prompt_id]
     names = [str(f) for f in rows["feature"].unique()]
-    return ["mean", *sorted((f for f in names if f != "mean"), key=lambda f: int(f) if f.isdigit() else f)]
+    order = sorted((f for f in names if f != "mean"), key=lambda f: (1, int(f), "") if f.isdigit() else (0, 0, f))
+    return ["mean", *order]
+
+
+def with_category_means(rows: pd.DataFrame, categories: Mapping[int, str]) -> pd.DataFrame:
+    """Per-feature rows plus, per prompt and layer, the mean matrix over the features of each category
+    (``categories``: feature index -> name, e.g. the decay split of ``features.decay_table``)."""
+    each = rows[rows["feature"].astype(str).str.isdigit()]
+    extra = []
+    for (prompt_id, layer), group in each.groupby(["prompt_id", "layer"]):
+        names = group["feature"].astype(int).map(categories)
+        for name in sorted(names.dropna().unique()):
+            stack = np.stack([np.array([list(r) for r in m], dtype=float) for m in group["matrix"][names == name]])
+            extra.append({"prompt_id": prompt_id, "layer": layer, "feature": name,
+                          "matrix": stack.mean(0).tolist(), "tokens": group["tokens"].iloc[0]})  # fmt: skip
+    return pd.concat([rows, pd.DataFrame(extra)], ignore_index=True) if extra else rows
 
 
 def matrix(rows: pd.DataFrame, layer: int, feature: str = "mean", prompt_id: int | None = None) -> tuple:

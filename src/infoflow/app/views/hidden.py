@@ -10,6 +10,7 @@ import streamlit as st
 from infoflow.app import hidden
 from infoflow.app.compare import runs_of_kind
 from infoflow.app.explorer import DEFAULT_PROMPT
+from infoflow.app.features import decay_table
 from infoflow.app.figures import matrix_figure
 from infoflow.app.store_access import open_store
 from infoflow.app.views.common import load, model_picker
@@ -52,8 +53,16 @@ def render(store_path: Path) -> None:
     layer = columns[1].select_slider("Layer", hidden.layers(rows), key="hidden_layer")
     if computed is not None:  # every feature's matrix, for the chosen layer only (a Mamba-1 has thousands)
         rows = layer_features(*computed, layer)
+        loaded = load(computed[0])
+        if loaded.model.is_ssm:  # aggregates over the decay categories of the knockouts
+            table = decay_table(loaded)
+            part = table[table["layer"] == layer]
+            rows = hidden.with_category_means(rows, dict(zip(part["feature"], part["category"], strict=True)))
     features = hidden.features(rows, prompt_id)
     feature = columns[2].selectbox(f"{feature_word.capitalize()} (mean: over all)", features, key="hidden_feature")
     matrix, tokens = hidden.matrix(rows, layer, feature, prompt_id)
-    what = f"mean over {len(features) - 1} {feature_word}s" if feature == "mean" else f"{feature_word} {feature}"
+    n_features = sum(f.isdigit() for f in features)
+    what = {"mean": f"mean over {n_features} {feature_word}s"}.get(
+        feature, f"{feature_word} {feature}" if feature.isdigit() else f"mean over the {feature_word}s of {feature}"
+    )
     st.plotly_chart(matrix_figure(matrix, tokens, f"{model} · layer {layer} · {what}"), key="hidden_chart")
