@@ -485,5 +485,56 @@ def web_app(
     raise typer.Exit(subprocess.call(command, env=env))
 
 
+@app.command()
+def figures(
+    models: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="A model of the set (repeat the option) [default: the 4 built-in models]."),
+    ] = None,
+    dataset: Dataset = "synthetic",
+    dataset_file: DatasetFile = None,
+    output: Annotated[Path, typer.Option("--out", "-o", help="Folder for figures, tables and index.md.")] = Path(
+        "figures"
+    ),
+    store: StoreOption = None,
+    dataset_filter: Annotated[
+        str | None, typer.Option("--filter", help="Prompt filter [default: all-correct(every model of the set)].")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Prompts per figure (a seeded sample).")] = 100,
+    candidates: Annotated[
+        int, typer.Option(min=0, help="Prompts evaluated to find those the filter keeps (seeded sample; 0: all).")
+    ] = 1000,
+    heatmaps: Annotated[int, typer.Option(min=1, help="Prompts drawn as heatmaps.")] = 3,
+    seed: Seed = 0,
+    device: Device = "cpu",
+    dtype: Dtype = "float32",
+    batch_size: BatchSize = 256,
+    quiet: Quiet = False,
+) -> None:
+    """The papers' figure set: runs what the store lacks, then draws info-flow, feature-category, window-size,
+    prompt-order and heatmap figures (PNG + PDF) and a first-position-bias table, indexed in index.md."""
+
+    def body() -> None:
+        from infoflow.figures import BUILTIN_MODELS, FigureSetOptions, make_figures
+
+        options = FigureSetOptions(
+            dataset=dataset,
+            dataset_file=dataset_file,
+            prompt_filter=dataset_filter,
+            n_prompts=limit,
+            candidates=candidates or None,
+            n_heatmaps=heatmaps,
+            seed=seed,
+            device=device,
+            dtype=dtype,
+            batch_size=batch_size,
+            show_progress=not quiet,
+        )
+        index = make_figures(models or BUILTIN_MODELS, output, store, options, progress=console.print)
+        out.print(f"figures: {index.resolve()}")
+
+    run_command(body)
+
+
 def main() -> None:
     app(sys.argv[1:])

@@ -1,0 +1,130 @@
+"""The papers' figure set for a list of models: run what the results store lacks, then draw every figure.
+
+Figures (PNG + PDF, each stating its prompt filter), after research/reference-spec.md §8:
+  info-flow            last <- subject / relation / last / first, models as lines (paper figs 1, 3-5), and one
+                       figure per family when several families are drawn
+  feature-categories   per Mamba model: all / context-dependent / context-independent features (fig 6)
+  window-sizes         per model: window sizes 1, 3, 5, 9, 12, 15 that fit its depth (figs 8-10)
+  prompt-order         subject-first vs relation-first prompts, models as lines
+  heatmaps             per chosen prompt: models as rows; the first prompt also at every window size
+  first-position-bias  table: first -> last knockout against the other sources, per model
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from infoflow.data import FactPrompt, load_dataset
+from infoflow.experiments.experiments import evaluate, heatmap, info_flow
+from infoflow.experiments.filters import sample
+from infoflow.experiments.plans import InfoFlowParams
+from infoflow.experiments.runner import RunContext
+from infoflow.experiments.selection import choose_prompts, describe_selection
+from infoflow.knockout.fast import FastEngine
+from infoflow.knockout.spec import FeatureCategory, default_window_size
+from infoflow.models import LoadedModel, load_model
+from infoflow.store import ResultsStore
+
+PAPER_WINDOW_SIZES = (1, 3, 5, 9, 12, 15)
+BUILTIN_MODELS = ("builtin-mamba1", "builtin-mamba2", "builtin-gpt2", "builtin-llama")
+
+
+@dataclass(frozen=True)
+class FigureSetOptions:
+    dataset: str = "synthetic"
+    dataset_file: Path | None = None
+    prompt_filter: str | None = None  # default: every model of the set answers correctly
+    n_prompts: int | None = 100  # a seeded sample of the filtered prompts
+    candidates: int | None = 1000  # evaluate (and filter) a seeded sample of this many prompts; None: all
+    n_heatmaps: int = 3
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    batch_size: int = 256
+    show_progress: bool = True
+
+    def filter_expression(self, models: Sequence[str]) -> str:
+        return self.prompt_filter or f"all-correct({', '.join(models)})"
+
+
+@dataclass
+class ModelRuns:
+    """The runs of one model that the figures read."""
+
+    name: str
+    family: str
+    is_ssm: bool
+    n_layers: int
+    info_flow: str = ""
+    heatmaps: dict[int, str] = field(default_factory=dict)  # window size -> heatmap run id
+
+
+@dataclass(frozen=True)
+class StudyRuns:
+    models: list[ModelRuns]
+    prompts: list[FactPrompt]  # the chosen prompts, the same for every model
+    window_size: int  # of the cross-model figures: the default for the shallowest model
+    heatmap_prompts: list[FactPrompt]
+
+
+def window_sizes_for(n_layers: int) -> tuple[int, ...]:
+    """The paper's window sizes that fit ``n_layers``, plus the model's default window size."""
+    return tuple(sorted({size for size in PAPER_WINDOW_SIZES if size <= n_layers} | {default_window_size(n_layers)}))
+
+
+def run_study(
+    models: Sequence[str],
+    store: ResultsStore,
+    options: FigureSetOptions,
+    progress: Callable[[str], None] = print,
+) -> StudyRuns:
+    """Evaluate every model, choose the prompts once, and run each model's sweeps (resuming what exists)."""
+    if not models:
+        raise ValueError("give at least one model")
+    prompts = load_dataset(options.dataset, path=options.dataset_file)
+    by_id = {prompt.prompt_id: prompt for prompt in prompts}
+    prompts = [by_id[i] for i in sample(by_id, options.candidates, options.seed)]
+    expression = options.filter_expression(models)
+    selection = describe_selection(expression, options.n_prompts, options.seed)
+    if options.candidates is not None:
+        selection = f"{selection} among {len(prompts)} candidates (seed {options.seed})"
+    for name in models:  # every model's evaluate results first: the default filter reads all of them
+        progress(f"evaluate {name} on {len(prompts)} prompts of {options.dataset}")
+        context = _context(_load(name, options), store, options, "all")
+        evaluate(context, prompts)
+    chosen = choose_prompts(context, prompts, expression, options.n_prompts, options.seed)
+    if not chosen:
+        raise ValueError(f"the filter {expression!r} selects no prompt of {options.dataset}")
+    runs: list[ModelRuns] = []
+    for name in models:
+        loaded = _load(name, options)
+        model = loaded.model
+        context = _context(loaded, store, options, selection)
+        entry = ModelRuns(loaded.name, model.family, model.is_ssm, model.n_layers)
+        categories = tuple(FeatureCategory) if model.is_ssm else (FeatureCategory.ALL,)
+        sweep = InfoFlowParams(feature_categories=categories, window_sizes=window_sizes_for(model.n_layers))
+        progress(f"info-flow {name}: {len(chosen)} prompts, window sizes {list(sweep.window_sizes)}")
+        entry.info_flow = info_flow(context, chosen, sweep)
+        runs.append(entry)
+    window_size = default_window_size(min(entry.n_layers for entry in runs))
+    heatmap_prompts = chosen[: options.n_heatmaps]
+    for entry, name in zip(runs, models, strict=True):
+        loaded = _load(name, options)
+        context = _context(loaded, store, options, selection)
+        progress(f"heatmaps {name}")
+        entry.heatmaps[window_size] = heatmap(context, heatmap_prompts, window_size)
+        for size in window_sizes_for(entry.n_layers):  # the first prompt at every window size
+            if size != window_size:
+                entry.heatmaps[size] = heatmap(context, heatmap_prompts[:1], size)
+    return StudyRuns(runs, chosen, window_size, heatmap_prompts)
+
+
+def _load(name: str, options: FigureSetOptions) -> LoadedModel:
+    return load_model(name, device=options.device, dtype=options.dtype)
+
+
+def _context(loaded: LoadedModel, store: ResultsStore, options: FigureSetOptions, selection: str) -> RunContext:
+    engine = FastEngine(loaded.model, max_batch=options.batch_size)
+    return RunContext(loaded, engine, store, options.dataset, selection, options.show_progress)
