@@ -29,6 +29,22 @@ from infoflow.store import ResultsStore, RunStatus
 
 PROMPT_IDS = (0, 14, 28, 76)  # different lengths; subject first (0, 76) and after some context (14, 28)
 WINDOW = 3  # 8 layers: window starts 0..5
+# Mamba's hidden attention is materialised per layer ([features, T, T, state]): short prompts keep it cheap
+SHORT = FactPrompt(
+    prompt_id=9000,
+    prompt="Thargol Tesbrammon Silwen was born in",
+    subject="Thargol Tesbrammon Silwen",
+    target=" Tornhal",
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Small models run fastest on one thread, and far faster when other processes share the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -162,17 +178,15 @@ def test_info_flow_rows_match_the_reference_engine(
     for size, count in n_windows.items():
         starts = frame[frame["window_size"] == size].groupby(["prompt_id", "source"])["window_start"].agg(list)
         assert all(sorted(s) == list(range(count)) for s in starts)
-    # every row of one prompt against the reference engine (what the fast engine computes is tested elsewhere)
-    rows = frame[frame["prompt_id"] == chosen[1].prompt_id].reset_index(drop=True)
-    check_rows_against_reference(gpt2, chosen[1], rows)
-    assert (rows["p"] - rows["p0"]).abs().max() > 1e-4  # knockouts change p: the rows are not all p0
+    for prompt in chosen:  # every row against the reference engine on the same knockout
+        rows = frame[frame["prompt_id"] == prompt.prompt_id].reset_index(drop=True)
+        check_rows_against_reference(gpt2, prompt, rows)
+        assert (rows["p"] - rows["p0"]).abs().max() > 1e-4  # knockouts change p: the rows are not all p0
     assert store.run(run_id).manifest.params["n_layers"] == 8
 
 
-def test_info_flow_on_mamba_matches_the_reference_engine(
-    mamba: LoadedModel, store: ResultsStore, prompts: list[FactPrompt]
-) -> None:
-    prompt = prompts[1]
+def test_info_flow_on_mamba_matches_the_reference_engine(mamba: LoadedModel, store: ResultsStore) -> None:
+    prompt = SHORT
     params = InfoFlowParams(sources=(TokenType.SUBJECT, TokenType.LAST), window_sizes=(4,))
     run_id = info_flow(context_of(mamba, store), [prompt], params)
     frame = store.frame(run_id)
@@ -180,13 +194,11 @@ def test_info_flow_on_mamba_matches_the_reference_engine(
     assert set(zip(frame["source"], frame["window_start"], strict=True)) == {
         (s, w) for s in ("subject", "last") for w in range(5)
     }
-    check_rows_against_reference(mamba, prompt, frame.iloc[[1, 7]])  # the reference engine is slow on Mamba
+    check_rows_against_reference(mamba, prompt, frame)
 
 
-def test_info_flow_mamba_modes_and_feature_categories(
-    mamba: LoadedModel, store: ResultsStore, prompts: list[FactPrompt]
-) -> None:
-    prompt = prompts[1]
+def test_info_flow_mamba_modes_and_feature_categories(mamba: LoadedModel, store: ResultsStore) -> None:
+    prompt = SHORT
     categories = tuple(FeatureCategory)
     options = KnockoutOptions(mode=KnockoutMode.ZERO_DELTA, strict=True, exempt_fraction=0.25)
     params = InfoFlowParams(
@@ -312,20 +324,20 @@ def test_info_flow_resumes_after_a_failure_and_rerun_adds_nothing(
 
 @pytest.mark.parametrize(
     ("name", "size", "checked"),
-    [("gpt2", 4, [(0, 0), (3, 1), (6, 2), (9, 3), (17, 4), (17, 0)]), ("mamba", 8, [(0, 0), (5, 0)])],
+    [("gpt2", 4, None), ("mamba", 8, [(0, 0), (5, 0), (9, 0)])],
 )
 def test_heatmap_grid_and_values(
     name: str,
     size: int,
-    checked: list[tuple[int, int]],
+    checked: list[tuple[int, int]] | None,
     request: pytest.FixtureRequest,
     store: ResultsStore,
     prompts: list[FactPrompt],
 ) -> None:
-    """positions x windows of p - p0; cells (position, window start) spread over the grid against the reference
-    engine (the fast engine's agreement with it on every knockout is tested in test_fast_engine.py)."""
+    """positions x windows of p - p0; every cell (gpt2) or some (Mamba, whose reference engine is slow) against
+    the reference engine."""
     loaded: LoadedModel = request.getfixturevalue(name)
-    chosen = prompts[1:3] if name == "gpt2" else prompts[1:2]
+    chosen = prompts[1:3] if name == "gpt2" else [SHORT]
     run_id = heatmap(context_of(loaded, store), chosen, size)
     frame = store.frame(run_id)
     n_windows = 8 - size + 1
@@ -345,7 +357,8 @@ def test_heatmap_grid_and_values(
     spans = find_spans(loaded.tokenizer, prompt)
     matrix, _, p0 = heatmap_matrix(frame[frame["prompt_id"] == prompt.prompt_id])
     last = spans.num_tokens - 1
-    cells = [(min(i, last), w) for i, w in checked]
+    everything = [(i, w) for i in range(spans.num_tokens) for w in range(n_windows)]
+    cells = everything if checked is None else [(min(i, last), w) for i, w in checked]
     knockouts = [Knockout.between([last], [i], range(w, w + size)) for i, w in cells]
     reference = reference_scores(loaded, spans, [None, *knockouts])
     assert p0 == pytest.approx(reference["p"][0], abs=1e-6)

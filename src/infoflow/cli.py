@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from infoflow.data.spans import TokenType
 from infoflow.experiments.selection import choose_prompts, describe_selection
@@ -324,7 +324,9 @@ def runs_list(store: StoreOption = None) -> None:
         if frame.empty:
             out.print("no runs yet")
             return
-        table = Table("run", "kind", "model", "dataset", "filter", "status", "prompts done", "errors", "updated")
+        # in a narrow terminal (or a pipe: 80 columns) cells wrap rather than lose their ends: users copy run ids
+        names = ("kind", "model", "dataset", "filter", "status", "prompts done", "errors", "updated")
+        table = Table(Column("run", min_width=16, no_wrap=True), *(Column(n, overflow="fold") for n in names))
         for row in frame.itertuples():
             table.add_row(
                 row.run_id, row.kind, row.model_id, row.dataset, row.dataset_filter, str(row.status),
