@@ -278,6 +278,52 @@ def test_resume_after_ctrl_c(dataset: Path, tmp_path: Path, monkeypatch: pytest.
     assert runs_of(store)[["run_id", "status", "n_done"]].values.tolist() == [[run.run_id, "complete", 5]]
 
 
+def test_ctrl_c_inside_a_write_keeps_the_store_consistent(
+    dataset: Path, store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C inside the transaction that stores a chunk: that chunk is rolled back whole, the rest resumes."""
+    args = [*FLOW, "-d", dataset, "--filter", "ids(0, 1, 2)", "--store", store]
+    original_run_prompts = experiments.run_prompts
+    monkeypatch.setattr(experiments, "run_prompts", lambda *a, **k: original_run_prompts(*a, **{**k, "chunk_size": 1}))
+    calls = {"n": 0}
+    original_touch = ResultsStore._touch
+
+    def touch(self: ResultsStore, run_id: str) -> None:
+        original_touch(self, run_id)
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second chunk's rows and completion mark are written, not yet committed
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ResultsStore, "_touch", touch)
+    invoke(*args, code=130)
+    (run,) = runs_of(store).itertuples()
+    assert (run.status, run.n_done) == ("partial", 1)
+    assert set(frame_of(store, run.run_id)["prompt_id"]) == {0}  # no rows of the rolled-back prompt
+    monkeypatch.setattr(ResultsStore, "_touch", original_touch)
+    invoke(*args)
+    final = frame_of(store, run.run_id)
+    assert len(final) == 3 * 2 * 5 and not final.duplicated(FLOW_KEYS).any()
+    assert runs_of(store)[["status", "n_done"]].values.tolist() == [["complete", 3]]
+
+
+def test_ctrl_c_while_evaluating_for_the_filter(dataset: Path, store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default filter 'correct' evaluates the model first; Ctrl-C there leaves that run partial."""
+    original = experiments.clean_probabilities
+
+    def interrupted(*args: Any, **kwargs: Any) -> torch.Tensor:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiments, "clean_probabilities", interrupted)
+    invoke(*FLOW, "-d", dataset, "--store", store, "-n", 2, code=130)
+    runs = runs_of(store)
+    assert runs[["kind", "status", "n_done"]].values.tolist() == [["evaluate", "partial", 0]]
+    monkeypatch.setattr(experiments, "clean_probabilities", original)
+    invoke(*FLOW, "-d", dataset, "--store", store, "-n", 2)
+    runs = runs_of(store).set_index("kind")
+    assert runs.loc["evaluate", "status"] == "complete" and runs.loc["evaluate", "n_done"] == len(SYNTHETIC_IDS)
+    assert runs.loc["info_flow", "status"] == "complete" and runs.loc["info_flow", "n_done"] == 2
+
+
 # --- runs, report, plot ---
 
 
