@@ -60,8 +60,9 @@ def draw_figure_set(store: ResultsStore, study: StudyRuns, out_dir: Path) -> Pat
     ordered = with_prompt_order(main, study.prompts)
     for order in ordered["prompt_order"].dropna().unique():
         rows = ordered[ordered["prompt_order"] == order]
+        rows = rows.assign(dataset_filter=rows["dataset_filter"] + f", {order} prompts only")  # stated in the title
         save(
-            info_flow_figure(rows, title=f"Knockout of edges to the last token · window size {ws} · {order} prompts"),
+            info_flow_figure(rows),
             f"prompt-order-{order.replace(' ', '-')}",
             f"Prompts whose {order.split()[0]} comes first ({rows['prompt_id'].nunique()} prompts).",
         )

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Hashable, Sequence
 from typing import Literal
 
@@ -60,7 +61,8 @@ def _title(fixed: dict[str, Hashable], frame: pd.DataFrame, width: int) -> str:
     if {"dataset", "dataset_filter"} <= set(frame.columns):
         selections = frame[["dataset", "dataset_filter"]].drop_duplicates().itertuples(index=False)
         prompts = "prompts: " + "; ".join(f"{dataset} ({selection})" for dataset, selection in selections)
-    return "\n".join(plain_text(line) for line in [*join_wrapped(parts, width), prompts] if line)
+    lines = [*join_wrapped(parts, width), *textwrap.wrap(prompts, width, break_on_hyphens=False)]
+    return "\n".join(plain_text(line) for line in lines)
 
 
 @styled
