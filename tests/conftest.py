@@ -1,8 +1,9 @@
-"""Session-wide tiny random-weight models of every family, loaded through our real loader."""
+"""Session-wide tiny random-weight models of every family, loaded through our real loader; one torch thread."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 from transformers import (
     FalconMambaConfig,
     FalconMambaForCausalLM,
@@ -18,6 +19,10 @@ from transformers import (
 
 from infoflow.models.base import CausalLM
 from tests.oracle import randomize_, save_and_load
+
+# The models under test are small: one thread runs them fastest, and far faster when other processes share
+# the CPU (threads waiting on each other made a 5-token forward take seconds instead of 0.1 s).
+torch.set_num_threads(1)
 
 TINY_VOCAB = 61
 

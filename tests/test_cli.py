@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +34,6 @@ MODEL = "builtin-gpt2"
 SYNTHETIC_IDS = (0, 14, 28, 76, 101, 230)  # prompts of the CSV dataset, whose own ids are the rows 0..5
 FLOW_KEYS = ["prompt_id", "target", "source", "feature_category", "window_size", "window_start"]
 FLOW = ["info-flow", "-m", MODEL, "-w", "4", "--source", "subject", "--source", "last", "-q"]  # 5 windows
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Small models run fastest on one thread, and far faster when other processes share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -38,15 +38,6 @@ SHORT = FactPrompt(
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Small models run fastest on one thread, and far faster when other processes share the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def prompts() -> list[FactPrompt]:
     by_id = {p.prompt_id: p for p in load_dataset("synthetic")}

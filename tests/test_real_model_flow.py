@@ -13,7 +13,7 @@ import pytest
 from infoflow.data import load_dataset
 from infoflow.models import load_model
 from tests.knockout_effects import subject_vs_random_control
-from tests.test_smollm2 import find_gguf, one_thread  # noqa: F401  (fixture: one torch thread)
+from tests.test_smollm2 import find_gguf
 
 KNOWN_1000_SAMPLE = Path(__file__).parent / "data" / "known_1000_first300.json"
 

@@ -36,16 +36,6 @@ def find_gguf() -> Path | None:
     return path if path.exists() else None
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a small busy machine, OpenMP threads waiting on each other make a 5-token
-    forward take seconds instead of 0.1 s."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def gguf_path() -> Path:
     path = find_gguf()

@@ -9,7 +9,7 @@ from infoflow.data.spans import TokenType
 from infoflow.experiments.experiments import heatmap, info_flow
 from infoflow.experiments.plans import InfoFlowParams
 from infoflow.experiments.runner import RunContext
-from infoflow.experiments.selection import choose_prompts, describe_selection
+from infoflow.experiments.selection import choose_prompts, describe_candidates, describe_selection, sample_prompts
 from infoflow.knockout.fast import FastEngine
 from infoflow.knockout.spec import FeatureCategory, default_window_size
 from infoflow.models import load_model
@@ -23,14 +23,19 @@ def run_demo(
     n_prompts: int = 100,
     n_heatmaps: int = 3,
     show_progress: bool = True,
+    n_candidates: int = 1000,
 ) -> Path:
-    """Run the demo into ``out_dir`` (results store and report); returns the report's path."""
+    """Run the demo into ``out_dir`` (results store and report); returns the report's path.
+
+    The ``n_prompts`` prompts are drawn among those the model answers correctly in a seeded sample of
+    ``n_candidates`` synthetic prompts.
+    """
     loaded = load_model(model)
-    prompts = load_dataset("synthetic")
+    prompts = sample_prompts(load_dataset("synthetic"), n_candidates, seed=0)  # evaluating all 15,000 takes minutes
     out_dir.mkdir(parents=True, exist_ok=True)
     window_size = default_window_size(loaded.model.n_layers)
     with ResultsStore.open(out_dir / "results.duckdb") as store:
-        selection = describe_selection("correct", n_prompts, seed=0)
+        selection = describe_candidates(describe_selection("correct", n_prompts, seed=0), len(prompts), seed=0)
         context = RunContext(loaded, FastEngine(loaded.model), store, "synthetic", selection, show_progress)
         chosen = choose_prompts(context, prompts, "correct", limit=n_prompts, seed=0)
         runs = [info_flow(context, chosen, InfoFlowParams(window_sizes=(window_size,)))]

@@ -18,10 +18,9 @@ from pathlib import Path
 
 from infoflow.data import FactPrompt, load_dataset
 from infoflow.experiments.experiments import evaluate, heatmap, info_flow
-from infoflow.experiments.filters import sample
 from infoflow.experiments.plans import InfoFlowParams
 from infoflow.experiments.runner import RunContext
-from infoflow.experiments.selection import choose_prompts, describe_selection
+from infoflow.experiments.selection import choose_prompts, describe_candidates, describe_selection, sample_prompts
 from infoflow.knockout.fast import FastEngine
 from infoflow.knockout.spec import FeatureCategory, default_window_size
 from infoflow.models import LoadedModel, load_model
@@ -84,12 +83,11 @@ def run_study(
     if not models:
         raise ValueError("give at least one model")
     prompts = load_dataset(options.dataset, path=options.dataset_file)
-    by_id = {prompt.prompt_id: prompt for prompt in prompts}
-    prompts = [by_id[i] for i in sample(by_id, options.candidates, options.seed)]
+    prompts = sample_prompts(prompts, options.candidates, options.seed)
     expression = options.filter_expression(models)
     selection = describe_selection(expression, options.n_prompts, options.seed)
     if options.candidates is not None:
-        selection = f"{selection} among {len(prompts)} candidates (seed {options.seed})"
+        selection = describe_candidates(selection, len(prompts), options.seed)
     for name in models:  # every model's evaluate results first: the default filter reads all of them
         progress(f"evaluate {name} on {len(prompts)} prompts of {options.dataset}")
         context = _context(_load(name, options), store, options, "all")
