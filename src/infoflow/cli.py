@@ -48,6 +48,18 @@ Dtype = Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float1
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Knockouts per batched tail pass (fast engine).")]
 EngineOption = Annotated[str, typer.Option("--engine", help="fast (default) or reference (one forward per knockout).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        "--ray",
+        metavar="ADDRESS",
+        help="Run chunks of prompts on a Ray cluster: local (start one here), auto (`ray start` on this machine) "
+        "or HOST:PORT. This process alone writes the store (docs/scale-out.md).",
+    ),
+]
+RayWorkers = Annotated[
+    int | None, typer.Option("--ray-workers", min=1, help="Ray workers [default: one per GPU (cuda) or CPU].")
+]
 
 
 class CliError(Exception):
@@ -65,34 +77,45 @@ class Setup:
     batch_size: int
     engine: str
     quiet: bool
+    ray: str | None = None
+    ray_workers: int | None = None
 
 
 @contextmanager
 def experiment_context(setup: Setup, dataset_filter: str = "all") -> Iterator:
     """Load model, dataset and store; yield (RunContext, prompts). Expected errors become CliError."""
     from infoflow.data import load_dataset
+    from infoflow.experiments.distributed import RayExecutor, WorkerSpec, make_engine
     from infoflow.experiments.runner import RunContext
-    from infoflow.knockout.fast import FastEngine
-    from infoflow.knockout.reference import ReferenceEngine
     from infoflow.models import load_model
     from infoflow.store import ResultsStore
 
-    engines = {"fast": lambda m: FastEngine(m, max_batch=setup.batch_size), "reference": ReferenceEngine}
-    if setup.engine not in engines:
+    if setup.engine not in ("fast", "reference"):
         raise CliError(f"unknown engine {setup.engine!r}; choose fast or reference")
+    # with Ray the workers compute; this process only tokenizes and writes the store, so its copy stays on the CPU
     with console.status(f"loading {setup.model}", spinner="dots"):
-        loaded = load_model(setup.model, device=setup.device, dtype=setup.dtype)
+        loaded = load_model(setup.model, device="cpu" if setup.ray else setup.device, dtype=setup.dtype)
     prompts = load_dataset(setup.dataset, path=setup.dataset_file)
-    with ResultsStore.open(setup.store) as store:
-        context = RunContext(
-            loaded=loaded,
-            engine=engines[setup.engine](loaded.model),
-            store=store,
-            dataset=setup.dataset,
-            dataset_filter=dataset_filter,
-            show_progress=not setup.quiet,
-        )
-        yield context, prompts
+    executor = None
+    if setup.ray:
+        spec = WorkerSpec(setup.model, setup.device, setup.dtype, setup.engine, setup.batch_size)
+        with console.status(f"connecting to Ray ({setup.ray})", spinner="dots"):
+            executor = RayExecutor(spec, setup.ray, setup.ray_workers)
+    try:
+        with ResultsStore.open(setup.store) as store:
+            context = RunContext(
+                loaded=loaded,
+                engine=make_engine(setup.engine, loaded.model, setup.batch_size),
+                store=store,
+                dataset=setup.dataset,
+                dataset_filter=dataset_filter,
+                show_progress=not setup.quiet,
+                executor=executor,
+            )
+            yield context, prompts
+    finally:
+        if executor is not None:
+            executor.close()
 
 
 def run_command(function, *args, **kwargs):
@@ -107,7 +130,16 @@ def run_command(function, *args, **kwargs):
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: finished prompts are stored; run the same command again to resume")
         raise typer.Exit(130) from None
-    except (CliError, ModelLoadError, DatasetError, FilterError, StoreError, FileNotFoundError, ValueError) as error:
+    except (
+        CliError,
+        ModelLoadError,
+        DatasetError,
+        FilterError,
+        StoreError,
+        FileNotFoundError,
+        ValueError,
+        ConnectionError,
+    ) as error:  # ConnectionError: no Ray cluster at --ray's address
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(1) from None
 
@@ -175,13 +207,15 @@ def evaluate_command(
     batch_size: BatchSize = 256,
     engine: EngineOption = "fast",
     quiet: Quiet = False,
+    ray: RayAddress = None,
+    ray_workers: RayWorkers = None,
 ) -> None:
     """Clean next-token distribution per prompt: p0, rank and top-1 correctness of the target."""
 
     def body() -> None:
         from infoflow.experiments.experiments import evaluate
 
-        setup = Setup(model, dataset, dataset_file, store, device, dtype, batch_size, engine, quiet)
+        setup = Setup(model, dataset, dataset_file, store, device, dtype, batch_size, engine, quiet, ray, ray_workers)
         with experiment_context(setup, describe_selection(dataset_filter, limit, seed)) as (context, prompts):
             run_id = evaluate(context, selected(context, prompts, dataset_filter, limit, seed))
             frame = context.store.frame(run_id, "evaluate")
@@ -216,6 +250,8 @@ def info_flow_command(
     batch_size: BatchSize = 256,
     engine: EngineOption = "fast",
     quiet: Quiet = False,
+    ray: RayAddress = None,
+    ray_workers: RayWorkers = None,
 ) -> None:
     """Knock out target <- source edges in every window of layers and record the target's probability."""
 
@@ -223,7 +259,7 @@ def info_flow_command(
         from infoflow.experiments.experiments import info_flow
         from infoflow.experiments.plans import InfoFlowParams, KnockoutOptions
 
-        setup = Setup(model, dataset, dataset_file, store, device, dtype, batch_size, engine, quiet)
+        setup = Setup(model, dataset, dataset_file, store, device, dtype, batch_size, engine, quiet, ray, ray_workers)
         with experiment_context(setup, describe_selection(dataset_filter, limit, seed)) as (context, prompts):
             n_layers = context.loaded.model.n_layers
             params = InfoFlowParams(
@@ -260,6 +296,8 @@ def heatmap_command(
     batch_size: BatchSize = 256,
     engine: EngineOption = "fast",
     quiet: Quiet = False,
+    ray: RayAddress = None,
+    ray_workers: RayWorkers = None,
 ) -> None:
     """Knock out last <- each position in every window: a tokens x windows map of the target's probability."""
 
@@ -267,7 +305,7 @@ def heatmap_command(
         from infoflow.experiments.experiments import heatmap
         from infoflow.experiments.plans import InfoFlowParams, KnockoutOptions
 
-        setup = Setup(model, dataset, dataset_file, store, device, dtype, batch_size, engine, quiet)
+        setup = Setup(model, dataset, dataset_file, store, device, dtype, batch_size, engine, quiet, ray, ray_workers)
         with experiment_context(setup, describe_selection(dataset_filter, limit, seed)) as (context, prompts):
             lm = context.loaded.model
             size = window_size if window_size is not None else default_window_size(lm.n_layers)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from functools import partial
 
 import torch
 
@@ -18,7 +19,7 @@ from infoflow.experiments.plans import (
     info_flow_plan,
     relative_change,
 )
-from infoflow.experiments.runner import ChunkJob, Rows, RunContext, run_prompts, with_ids
+from infoflow.experiments.runner import ChunkJob, ModelContext, Rows, RunContext, run_each, run_prompts, with_ids
 from infoflow.knockout.engine import TargetScores
 from infoflow.models.base import CausalLM
 
@@ -44,6 +45,12 @@ def clean_probabilities(model: CausalLM, sequences: Sequence[Sequence[int]], dev
 
 def evaluate(context: RunContext, prompts: Sequence[FactPrompt], top_k: int = TOP_K, batch_size: int = 32) -> str:
     """Clean next-token distribution per prompt: p0 (target probability), rank (1 = top), correct, top-k."""
+    job = partial(evaluation_job, top_k)
+    return run_prompts(context, "evaluate", {"top_k": top_k}, prompts, job, chunk_size=batch_size)
+
+
+def evaluation_job(top_k: int, context: ModelContext) -> ChunkJob:
+    """The chunk job of ``evaluate``: one right-padded batch per chunk."""
     tokenizer = context.loaded.tokenizer
 
     def chunk_job(chunk: list[tuple[FactPrompt, TokenSpans]]) -> list[Rows | PromptError]:
@@ -77,11 +84,11 @@ def evaluate(context: RunContext, prompts: Sequence[FactPrompt], top_k: int = TO
         }
         return with_ids(prompt, [row])
 
-    return run_prompts(context, "evaluate", {"top_k": top_k}, prompts, chunk_job=chunk_job, chunk_size=batch_size)
+    return chunk_job
 
 
 def knockout_job(
-    context: RunContext,
+    context: ModelContext,
     plan_of: Callable[[TokenSpans], list[PlannedKnockout]],
     rows_of: Callable[[FactPrompt, TokenSpans, list[PlannedKnockout], TargetScores], Rows],
 ) -> ChunkJob:
@@ -119,7 +126,7 @@ def knockout_job(
 
 @torch.no_grad()
 def non_finite_error(
-    context: RunContext, prompt: FactPrompt, spans: TokenSpans, planned: PlannedKnockout | None = None
+    context: ModelContext, prompt: FactPrompt, spans: TokenSpans, planned: PlannedKnockout | None = None
 ) -> PromptError:
     """The error of a prompt whose output is NaN or infinite: names the prompt and the first layer whose residual
     stream is not finite (on the clean run, or under the knockout ``planned`` that produced it)."""
@@ -140,6 +147,13 @@ def info_flow(
     """p, diff = (p - p0)/p0 * 100 and hit (target still top-1) for every knockout of the sweep."""
     model = context.loaded.model
     params.check_model(model.n_layers, model.is_ssm)
+    job = partial(info_flow_job, params)
+    return run_prompts(context, "info_flow", info_flow_manifest_params(params), prompts, job, chunk_size=chunk_size)
+
+
+def info_flow_job(params: InfoFlowParams, context: ModelContext) -> ChunkJob:
+    """The chunk job of ``info_flow``."""
+    model = context.loaded.model
 
     def rows_of(prompt: FactPrompt, spans: TokenSpans, plan: list[PlannedKnockout], scores: TargetScores) -> Rows:
         p0 = scores.probability[0].item()
@@ -149,9 +163,7 @@ def info_flow(
         ]
         return with_ids(prompt, rows)
 
-    job = knockout_job(context, lambda spans: info_flow_plan(spans, model.n_layers, params), rows_of)
-    params_record = info_flow_manifest_params(params)
-    return run_prompts(context, "info_flow", params_record, prompts, chunk_job=job, chunk_size=chunk_size)
+    return knockout_job(context, lambda spans: info_flow_plan(spans, model.n_layers, params), rows_of)
 
 
 def info_flow_manifest_params(params: InfoFlowParams) -> dict:
@@ -179,6 +191,14 @@ def heatmap(
     model = context.loaded.model
     options = options or KnockoutOptions()
     InfoFlowParams(window_sizes=(window_size,), options=options).check_model(model.n_layers, model.is_ssm)
+    params = {"window_size": window_size, **knockout_manifest_params(options)}
+    job = partial(heatmap_job, window_size, options)
+    return run_prompts(context, "heatmap", params, prompts, job, chunk_size=chunk_size)
+
+
+def heatmap_job(window_size: int, options: KnockoutOptions, context: ModelContext) -> ChunkJob:
+    """The chunk job of ``heatmap``."""
+    model = context.loaded.model
     tokenizer = context.loaded.tokenizer
 
     def rows_of(prompt: FactPrompt, spans: TokenSpans, plan: list[PlannedKnockout], scores: TargetScores) -> Rows:
@@ -190,9 +210,7 @@ def heatmap(
         ]
         return with_ids(prompt, rows)
 
-    job = knockout_job(context, lambda spans: heatmap_plan(spans, model.n_layers, window_size, options), rows_of)
-    params = {"window_size": window_size, **knockout_manifest_params(options)}
-    return run_prompts(context, "heatmap", params, prompts, chunk_job=job, chunk_size=chunk_size)
+    return knockout_job(context, lambda spans: heatmap_plan(spans, model.n_layers, window_size, options), rows_of)
 
 
 def check_layers(model: CausalLM, layers: Sequence[int] | None) -> list[int]:
@@ -209,8 +227,14 @@ def attention(
 ) -> str:
     """Hidden-attention matrices [target][source] per layer: the mean over features (channels / heads), and
     every feature's own matrix with ``per_feature``."""
+    chosen = check_layers(context.loaded.model, layers)
+    job = partial(attention_job, chosen, per_feature)
+    return run_prompts(context, "attention", {"layers": chosen, "per_feature": per_feature}, prompts, job)
+
+
+def attention_job(chosen: list[int], per_feature: bool, context: ModelContext) -> ChunkJob:
+    """The chunk job of ``attention``: prompt by prompt."""
     model = context.loaded.model
-    chosen = check_layers(model, layers)
     tokenizer = context.loaded.tokenizer
 
     def job(prompt: FactPrompt, spans: TokenSpans) -> Rows:
@@ -231,4 +255,4 @@ def attention(
                 ]
         return with_ids(prompt, rows)
 
-    return run_prompts(context, "attention", {"layers": chosen, "per_feature": per_feature}, prompts, job)
+    return partial(run_each, job=job)

@@ -7,9 +7,9 @@ the run partial with every finished prompt stored.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -22,7 +22,28 @@ from infoflow.store import Manifest, ResultsStore
 
 Rows = list[dict[str, Any]]
 PromptJob = Callable[[FactPrompt, TokenSpans], Rows]  # raises PromptError for an unusable prompt
-ChunkJob = Callable[[list[tuple[FactPrompt, TokenSpans]]], list[Rows | PromptError]]  # per prompt of a chunk
+Chunk = list[tuple[FactPrompt, TokenSpans]]
+ChunkJob = Callable[[Chunk], list[Rows | PromptError]]  # per prompt of a chunk
+
+
+class ModelContext(Protocol):
+    """What a chunk job computes with: a run's context, or a Ray worker holding its own copy of the model."""
+
+    @property
+    def loaded(self) -> LoadedModel: ...
+
+    @property
+    def engine(self) -> Engine: ...
+
+
+JobFactory = Callable[[ModelContext], ChunkJob]  # picklable (a module-level function or a partial of one)
+
+
+class ChunkExecutor(Protocol):
+    """Runs ``make_job``'s chunk job on chunks elsewhere (e.g. on a Ray cluster); yields (chunk index, results)
+    in the order they complete."""
+
+    def map(self, make_job: JobFactory, chunks: list[Chunk]) -> Iterator[tuple[int, list[Rows | PromptError]]]: ...
 
 
 @dataclass(frozen=True)
@@ -35,6 +56,7 @@ class RunContext:
     dataset: str
     dataset_filter: str = "all"
     show_progress: bool = True
+    executor: ChunkExecutor | None = None  # None: chunks run in this process
 
 
 def progress_bar(enabled: bool) -> Progress:
@@ -55,13 +77,12 @@ def run_prompts(
     kind: str,
     params: dict[str, Any],
     prompts: Sequence[FactPrompt],
-    job: PromptJob | None = None,
-    chunk_job: ChunkJob | None = None,
+    make_job: JobFactory,
     chunk_size: int = 1,
 ) -> str:
-    """Run ``job`` on each prompt (or ``chunk_job`` on chunks of prompts) not yet done in the run of this
-    manifest; each prompt's rows, or its reason for being skipped, are stored as it completes. Returns the
-    run id."""
+    """Run ``make_job``'s chunk job on chunks of the prompts not yet done in the run of this manifest, here or on
+    ``context.executor``; each chunk's rows, and each prompt's reason for being skipped, are stored (by this
+    process only) as the chunk completes. Returns the run id."""
     manifest = Manifest(
         kind=kind,
         model_id=context.loaded.name,
@@ -79,18 +100,34 @@ def run_prompts(
         with progress_bar(context.show_progress) as progress:
             label = f"{kind} {short_model_name(context.loaded.name)}"
             task = progress.add_task(label, total=len(prompts), completed=len(done))
-            for start in range(0, len(todo), chunk_size):
-                chunk = todo[start : start + chunk_size]
-                max_positions = context.loaded.model.max_positions
-                spans = [check_length(s, max_positions) for s in find_spans_many(context.loaded.tokenizer, chunk)]
-                usable = record_errors(context.store, run.run_id, chunk, spans)
-                rows = run_chunk(usable, job, chunk_job)
-                store_rows(context.store, run.run_id, usable, rows)
-                progress.advance(task, len(chunk))
+            chunks = [todo[start : start + chunk_size] for start in range(0, len(todo), chunk_size)]
+            usable = [usable_prompts(context, run.run_id, chunk) for chunk in chunks]
+            for index, rows in compute_chunks(context, make_job, usable):
+                store_rows(context.store, run.run_id, usable[index], rows)
+                progress.advance(task, len(chunks[index]))
         status = "complete"
     finally:
         context.store.finish_run(run.run_id, status)
     return run.run_id
+
+
+def compute_chunks(
+    context: RunContext, make_job: JobFactory, chunks: list[Chunk]
+) -> Iterator[tuple[int, list[Rows | PromptError]]]:
+    """(chunk index, results) of every chunk as it completes: on the executor, or here one chunk after another."""
+    if context.executor is not None:
+        yield from context.executor.map(make_job, chunks)
+        return
+    job = make_job(context)
+    for index, chunk in enumerate(chunks):
+        yield index, run_chunk(chunk, job)
+
+
+def usable_prompts(context: RunContext, run_id: str, chunk: Sequence[FactPrompt]) -> Chunk:
+    """The prompts of a chunk with their spans; the reason of every prompt that cannot be used is stored."""
+    max_positions = context.loaded.model.max_positions
+    spans = [check_length(s, max_positions) for s in find_spans_many(context.loaded.tokenizer, chunk)]
+    return record_errors(context.store, run_id, chunk, spans)
 
 
 def check_length(spans: TokenSpans | PromptError, max_positions: int | None) -> TokenSpans | PromptError:
@@ -108,13 +145,11 @@ def is_out_of_memory(error: BaseException) -> bool:
     )
 
 
-def run_chunk(
-    usable: list[tuple[FactPrompt, TokenSpans]], job: PromptJob | None, chunk_job: ChunkJob | None
-) -> list[Rows | PromptError]:
+def run_chunk(usable: Chunk, job: ChunkJob) -> list[Rows | PromptError]:
     """Results of a chunk; a chunk that runs out of memory runs again prompt by prompt, and a prompt that runs
     out of memory alone gets a ``PromptError`` instead of ending the run."""
     try:
-        return chunk_job(usable) if chunk_job is not None else run_each(usable, job)
+        return job(usable)
     except (RuntimeError, MemoryError) as error:
         if not is_out_of_memory(error):
             raise
@@ -123,12 +158,12 @@ def run_chunk(
     if len(usable) == 1:
         tokens = usable[0][1].num_tokens
         return [PromptError(f"out of memory on this prompt ({tokens} tokens) even alone; use a smaller model or dtype")]
-    return [result for item in usable for result in run_chunk([item], job, chunk_job)]
+    return [result for item in usable for result in run_chunk([item], job)]
 
 
 def record_errors(
     store: ResultsStore, run_id: str, chunk: Sequence[FactPrompt], spans: Sequence[TokenSpans | PromptError]
-) -> list[tuple[FactPrompt, TokenSpans]]:
+) -> Chunk:
     """Store the reason of every prompt whose spans failed; return the usable ones."""
     errors = {p.prompt_id: s.reason for p, s in zip(chunk, spans, strict=True) if isinstance(s, PromptError)}
     if errors:
@@ -136,9 +171,8 @@ def record_errors(
     return [(p, s) for p, s in zip(chunk, spans, strict=True) if not isinstance(s, PromptError)]
 
 
-def run_each(usable: list[tuple[FactPrompt, TokenSpans]], job: PromptJob | None) -> list[Rows | PromptError]:
+def run_each(usable: Chunk, job: PromptJob) -> list[Rows | PromptError]:
     """A per-prompt job over a chunk; a prompt that raises PromptError gets its error instead of rows."""
-    assert job is not None, "run_prompts needs job or chunk_job"
     results: list[Rows | PromptError] = []
     for prompt, spans in usable:
         try:
@@ -148,9 +182,7 @@ def run_each(usable: list[tuple[FactPrompt, TokenSpans]], job: PromptJob | None)
     return results
 
 
-def store_rows(
-    store: ResultsStore, run_id: str, usable: list[tuple[FactPrompt, TokenSpans]], results: list[Rows | PromptError]
-) -> None:
+def store_rows(store: ResultsStore, run_id: str, usable: Chunk, results: list[Rows | PromptError]) -> None:
     """A chunk's errors, then its rows with its prompts marked complete (one transaction)."""
     pairs = list(zip(usable, results, strict=True))
     errors = {p.prompt_id: r.reason for (p, _), r in pairs if isinstance(r, PromptError)}
