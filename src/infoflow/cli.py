@@ -38,7 +38,7 @@ DatasetFile = Annotated[
 ]
 StoreOption = Annotated[
     Path | None,
-    typer.Option("--store", help="Results store file [default: $INFOFLOW_STORE or ./infoflow-results.duckdb]"),
+    typer.Option("--store", help="Results store file \\[default: $INFOFLOW_STORE or ./infoflow-results.duckdb]"),
 ]
 FilterOption = Annotated[str, typer.Option("--filter", help="Prompt filter, e.g. 'correct and not ids(3)'.")]
 Limit = Annotated[int | None, typer.Option("--limit", "-n", min=1, help="At most this many prompts (a seeded sample).")]
@@ -58,7 +58,7 @@ RayAddress = Annotated[
     ),
 ]
 RayWorkers = Annotated[
-    int | None, typer.Option("--ray-workers", min=1, help="Ray workers [default: one per GPU (cuda) or CPU].")
+    int | None, typer.Option("--ray-workers", min=1, help="Ray workers \\[default: one per GPU (cuda) or CPU].")
 ]
 
 
@@ -236,7 +236,7 @@ def info_flow_command(
         list[FeatureCategory], typer.Option("--features", help="Mamba feature categories (exempt third).")
     ] = [FeatureCategory.ALL],  # noqa: B006
     window_sizes: Annotated[
-        list[int] | None, typer.Option("--window-size", "-w", help="Window size(s) [default: 9, or half the depth].")
+        list[int] | None, typer.Option("--window-size", "-w", help="Window size(s) \\[default: 9, or half the depth].")
     ] = None,
     mode: Annotated[KnockoutMode, typer.Option(help="Mamba knockout mode.")] = KnockoutMode.ZERO_ATTENTION,
     strict: Annotated[bool, typer.Option(help="Mamba: also block the conv1d path from sources.")] = False,
@@ -283,7 +283,7 @@ def heatmap_command(
     dataset: Dataset = "synthetic",
     dataset_file: DatasetFile = None,
     window_size: Annotated[
-        int | None, typer.Option("--window-size", "-w", help="[default: 9, or half the depth]")
+        int | None, typer.Option("--window-size", "-w", help="\\[default: 9, or half the depth]")
     ] = None,
     mode: Annotated[KnockoutMode, typer.Option(help="Mamba knockout mode.")] = KnockoutMode.ZERO_ATTENTION,
     strict: Annotated[bool, typer.Option(help="Mamba: also block the conv1d path from sources.")] = False,
@@ -327,7 +327,7 @@ def attention_command(
     dataset_filter: FilterOption = "all",
     limit: Limit = 1,
     seed: Seed = 0,
-    layers: Annotated[list[int] | None, typer.Option("--layer", help="Layer(s) to export [default: all].")] = None,
+    layers: Annotated[list[int] | None, typer.Option("--layer", help="Layer(s) to export \\[default: all].")] = None,
     per_feature: Annotated[bool, typer.Option(help="Also every channel's / head's own matrix.")] = False,
     store: StoreOption = None,
     device: Device = "cpu",
@@ -433,7 +433,7 @@ def runs_delete(
 
 @app.command()
 def report(
-    run_ids: Annotated[list[str] | None, typer.Argument(help="Runs to include [default: every run].")] = None,
+    run_ids: Annotated[list[str] | None, typer.Argument(help="Runs to include \\[default: every run].")] = None,
     output: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path("infoflow-report.html"),
     heatmap_prompts: Annotated[int, typer.Option(help="Heatmaps shown per run.")] = 4,
     x_axis: Annotated[str, typer.Option("--x", help="depth (%) or window (index).")] = "depth",
@@ -529,7 +529,7 @@ def web_app(
 def figures(
     models: Annotated[
         list[str] | None,
-        typer.Option("--model", "-m", help="A model of the set (repeat the option) [default: the 4 built-in models]."),
+        typer.Option("--model", "-m", help="A model of the set (repeat it) \\[default: the 4 built-in models]."),
     ] = None,
     dataset: Dataset = "synthetic",
     dataset_file: DatasetFile = None,
@@ -538,7 +538,7 @@ def figures(
     ),
     store: StoreOption = None,
     dataset_filter: Annotated[
-        str | None, typer.Option("--filter", help="Prompt filter [default: all-correct(every model of the set)].")
+        str | None, typer.Option("--filter", help="Prompt filter \\[default: all-correct(every model of the set)].")
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Prompts per figure (a seeded sample).")] = 100,
     candidates: Annotated[
