@@ -36,17 +36,26 @@ def infoflow_process(store: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def kill_at_random(store: Path, rng: random.Random) -> str:
-    """Start a run and SIGKILL it after a random delay: while it starts (a quarter of the time) or once its store
-    exists (while it writes). Returns where the kill landed."""
+def timed_run(store: Path) -> tuple[float, float]:
+    """An uninterrupted run in a subprocess: (seconds until its store file exists, seconds in all)."""
     process = infoflow_process(store)
     started = time.monotonic()
-    if rng.random() < 0.25:
-        deadline = started + rng.uniform(0.5, 6.0)
-    else:
-        while not store.exists() and process.poll() is None and time.monotonic() - started < 60:
-            time.sleep(0.02)
-        deadline = time.monotonic() + rng.uniform(0.0, 3.0)
+    while not store.exists() and process.poll() is None:
+        time.sleep(0.01)
+    startup = time.monotonic() - started
+    assert process.wait() == 0, process.stderr.read().decode() if process.stderr else ""
+    return startup, time.monotonic() - started
+
+
+def kill_at_random(store: Path, rng: random.Random, startup: float, work: float) -> str:
+    """Start a run and SIGKILL it after a random delay: while it starts (a quarter of the time) or while it
+    computes and writes, at most ``work / KILLS`` seconds in, so that the kills cannot all come after the end
+    however fast the machine. ``startup`` and ``work`` are measured on an uninterrupted run. Returns where the
+    kill landed."""
+    process = infoflow_process(store)
+    starting = rng.random() < 0.25
+    delay = rng.uniform(0.3, startup) if starting else startup + rng.uniform(0.0, work / KILLS)
+    deadline = time.monotonic() + delay
     while process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     if process.poll() is not None:
@@ -54,7 +63,7 @@ def kill_at_random(store: Path, rng: random.Random) -> str:
         return "finished before the kill"
     process.send_signal(signal.SIGKILL)
     process.wait()
-    return "killed while writing" if store.exists() else "killed while starting"
+    return "killed while writing" if delay > startup else "killed while starting"
 
 
 def rows_and_errors(store: Path) -> tuple[pd.DataFrame, pd.DataFrame, str]:
@@ -69,16 +78,16 @@ def test_kill_9_at_random_moments_loses_nothing(tmp_path: Path) -> None:
     """Kill a run repeatedly, check that the store opens after each kill, resume to the end: the rows equal those
     of an uninterrupted run (keys and values), without duplicates."""
     rng = random.Random(SEED)
+    startup, total = timed_run(tmp_path / "reference.duckdb")  # the uninterrupted run
     store = tmp_path / "killed.duckdb"
     outcomes = []
     for _ in range(KILLS):
-        outcomes.append(kill_at_random(store, rng))
+        outcomes.append(kill_at_random(store, rng, startup, total - startup))
         if store.exists():
             with ResultsStore.open(store, read_only=True) as results:  # the store always opens after a kill
                 results.runs()
-    for path in (store, tmp_path / "reference.duckdb"):  # resume the killed run to its end; an uninterrupted run
-        result = CliRunner().invoke(app, run_args(path))
-        assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, run_args(store))  # resume the killed run to its end
+    assert result.exit_code == 0, result.output
 
     rows, errors, status = rows_and_errors(store)
     expected_rows, expected_errors, _ = rows_and_errors(tmp_path / "reference.duckdb")
