@@ -111,6 +111,7 @@ def screenshots(store: Path, folder: Path) -> list[Path]:
             if button is not None:
                 page.get_by_role("button", name=button, exact=True).click()
                 wait_idle(page, 120_000)
+            page.wait_for_timeout(2000)  # plotly draws its charts after the script has finished
             path = folder / f"{name.lower().replace(' ', '-')}.png"
             page.screenshot(path=str(path), full_page=True)
             written.append(path)

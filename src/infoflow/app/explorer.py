@@ -34,7 +34,7 @@ from infoflow.models.load import LoadedModel
 
 BUILTIN_MODELS = ("builtin-mamba1", "builtin-mamba2", "builtin-gpt2", "builtin-llama")
 DEFAULT_MODEL = BUILTIN_MODELS[0]
-DEFAULT_PROMPT = "Thargol Tesbrammon Silwen was born in"
+DEFAULT_PROMPT = "Thargol Tesbrammon Silwen, as the neighbours say, works as a"
 DEFAULT_SOURCES = InfoFlowParams().sources
 CAPITALISED_RUN = re.compile(r"[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*")
 
