@@ -97,7 +97,8 @@ def test_kill_9_at_random_moments_loses_nothing(tmp_path: Path) -> None:
     assert not rows.duplicated(keys).any()
     assert rows["prompt_id"].nunique() == N_PROMPTS
     assert errors.empty and expected_errors.empty
-    pd.testing.assert_frame_equal(rows, expected_rows, check_exact=False, rtol=1e-6, atol=1e-9)
+    # fp32 noise only: chunks of other sizes and other thread counts sum in another order (engine contract: 1e-5)
+    pd.testing.assert_frame_equal(rows, expected_rows, check_exact=False, rtol=1e-5, atol=1e-6)
 
 
 def test_empty_file_left_by_a_crash_while_creating_is_a_new_store(tmp_path: Path) -> None:
