@@ -14,9 +14,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
-from click.testing import Result
 from rich.console import Console
-from typer.testing import CliRunner
 
 from infoflow import cli
 from infoflow.data import load_dataset
@@ -29,20 +27,14 @@ from infoflow.knockout.spec import Knockout
 from infoflow.models import load_model
 from infoflow.models.load import LoadedModel
 from infoflow.store import ResultsStore
+from tests.cli_support import FLOW_KEYS, MODEL, SYNTHETIC_IDS, invoke, wide_consoles, write_facts_csv
 
-MODEL = "builtin-gpt2"
-SYNTHETIC_IDS = (0, 14, 28, 76, 101, 230)  # prompts of the CSV dataset, whose own ids are the rows 0..5
-FLOW_KEYS = ["prompt_id", "target", "source", "feature_category", "window_size", "window_start"]
 FLOW = ["info-flow", "-m", MODEL, "-w", "4", "--source", "subject", "--source", "last", "-q"]  # 5 windows
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    by_id = {p.prompt_id: p for p in load_dataset("synthetic")}
-    rows = [{"prompt": by_id[i].prompt, "subject": by_id[i].subject, "target": by_id[i].target} for i in SYNTHETIC_IDS]
-    path = tmp_path_factory.mktemp("data") / "facts.csv"
-    pd.DataFrame(rows).to_csv(path, index=False)
-    return path
+    return write_facts_csv(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +45,7 @@ def gpt2() -> LoadedModel:
 @pytest.fixture(autouse=True)
 def environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Wide consoles (no wrapped messages), presets and the default store in tmp."""
-    monkeypatch.setattr(cli, "console", Console(stderr=True, width=400))
-    monkeypatch.setattr(cli, "out", Console(width=400))
+    wide_consoles(monkeypatch)
     monkeypatch.setenv("INFOFLOW_PRESETS", str(tmp_path / "presets.json"))
     monkeypatch.setenv("INFOFLOW_STORE", str(tmp_path / "default.duckdb"))
 
@@ -62,15 +53,6 @@ def environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
     return tmp_path / "results.duckdb"
-
-
-def invoke(*args: Any, code: int = 0, stdin: str | None = None) -> Result:
-    result = CliRunner().invoke(cli.app, [str(a) for a in args], input=stdin)
-    if result.exit_code != code:
-        raise AssertionError(f"exit {result.exit_code} (expected {code}) for {args}:\n{result.output}") from (
-            result.exception if result.exit_code not in (0, 1, 2, 130) else None
-        )
-    return result
 
 
 def runs_of(store: Path) -> pd.DataFrame:

@@ -15,11 +15,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import ray
-from click.testing import Result
-from rich.console import Console
-from typer.testing import CliRunner
 
-from infoflow import cli
 from infoflow.data import load_dataset
 from infoflow.data.spans import TokenType
 from infoflow.experiments import experiments, runner
@@ -30,10 +26,8 @@ from infoflow.experiments.runner import Chunk, ChunkJob, ModelContext, RunContex
 from infoflow.knockout.fast import FastEngine
 from infoflow.models import load_model
 from infoflow.store import ResultsStore
+from tests.cli_support import FLOW_KEYS, MODEL, SYNTHETIC_IDS, invoke, wide_consoles, write_facts_csv
 
-MODEL = "builtin-gpt2"
-PROMPT_IDS = (0, 14, 28, 76, 101, 230)  # synthetic prompts; the CSV's own ids are its rows 0..5
-FLOW_KEYS = ["prompt_id", "target", "source", "feature_category", "window_size", "window_start"]
 FLOW = ["info-flow", "-m", MODEL, "-w", "4", "--source", "subject", "--source", "last", "--filter", "all", "-q"]
 
 
@@ -47,18 +41,13 @@ def ray_cluster() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    by_id = {p.prompt_id: p for p in load_dataset("synthetic")}
-    rows = [{"prompt": by_id[i].prompt, "subject": by_id[i].subject, "target": by_id[i].target} for i in PROMPT_IDS]
-    path = tmp_path_factory.mktemp("data") / "facts.csv"
-    pd.DataFrame(rows).to_csv(path, index=False)
-    return path
+    return write_facts_csv(tmp_path_factory.mktemp("data"))
 
 
 @pytest.fixture(autouse=True)
 def environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Wide consoles, the default store in tmp, and one prompt per chunk so that both workers get chunks."""
-    monkeypatch.setattr(cli, "console", Console(stderr=True, width=400))
-    monkeypatch.setattr(cli, "out", Console(width=400))
+    wide_consoles(monkeypatch)
     monkeypatch.setenv("INFOFLOW_STORE", str(tmp_path / "default.duckdb"))
     original_run_prompts = experiments.run_prompts
     monkeypatch.setattr(experiments, "run_prompts", lambda *a, **k: original_run_prompts(*a, **{**k, "chunk_size": 1}))
@@ -71,15 +60,6 @@ def local_store(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     invoke(*FLOW, "-d", dataset, "--store", store)
     invoke("evaluate", "-m", MODEL, "-d", dataset, "--store", store, "-q")
     return store
-
-
-def invoke(*args: Any, code: int = 0) -> Result:
-    result = CliRunner().invoke(cli.app, [str(a) for a in args])
-    if result.exit_code != code:
-        raise AssertionError(f"exit {result.exit_code} (expected {code}) for {args}:\n{result.output}") from (
-            result.exception if result.exit_code not in (0, 1, 2, 130) else None
-        )
-    return result
 
 
 def runs_of(store: Path) -> pd.DataFrame:
@@ -110,7 +90,7 @@ def test_distributed_run_equals_a_local_run(dataset: Path, local_store: Path, tm
     invoke("evaluate", "-m", MODEL, "-d", dataset, "--store", store, "-q", "--ray", "local", "--ray-workers", "2")
     assert_same_rows(store, local_store)
     assert_same_rows(store, local_store, "evaluate", ["prompt_id"])
-    assert len(rows_of(store, "info_flow")) == len(PROMPT_IDS) * 2 * 5
+    assert len(rows_of(store, "info_flow")) == len(SYNTHETIC_IDS) * 2 * 5
 
 
 def killing_job(marker: Path, victim: int, params: InfoFlowParams, context: ModelContext) -> ChunkJob:
