@@ -19,15 +19,15 @@ import torch
 from infoflow.app.errors import AppError
 from infoflow.data.prompts import FactPrompt
 from infoflow.data.spans import TokenSpans, TokenType, find_spans
-from infoflow.experiments.experiments import clean_probabilities
+from infoflow.experiments.experiments import clean_probabilities, heatmap_rows, info_flow_rows
 from infoflow.experiments.plans import (
     InfoFlowParams,
     KnockoutOptions,
     PlannedKnockout,
     heatmap_plan,
     info_flow_plan,
-    relative_change,
 )
+from infoflow.knockout.engine import TargetScores
 from infoflow.knockout.fast import FastEngine
 from infoflow.knockout.spec import FeatureCategory, default_window_size
 from infoflow.models.load import LoadedModel
@@ -135,16 +135,14 @@ def score_plan(
     spans: TokenSpans,
     chunks: Sequence[Sequence[PlannedKnockout]],
     progress: Callable[[int], None],
-) -> tuple[list[tuple[PlannedKnockout, float, bool]], float]:
-    """Every chunk's knockouts on the prompt (one engine call each, clean run first): (knockout, p, hit) and p0."""
-    results, p0 = [], float("nan")
+) -> list[tuple[Sequence[PlannedKnockout], TargetScores]]:
+    """Every chunk's knockouts on the prompt, one engine call each (clean run first), with their scores."""
     ids = torch.tensor(spans.input_ids)
+    scored = []
     for i, chunk in enumerate(chunks):
-        scores = engine.scores(ids, spans.target_id, [None, *(k.knockout for k in chunk)])
-        p0 = scores.probability[0].item()
-        results += zip(chunk, scores.probability[1:].tolist(), scores.top1[1:].tolist(), strict=True)
+        scored.append((chunk, engine.scores(ids, spans.target_id, [None, *(k.knockout for k in chunk)])))
         progress(i + 1)
-    return results, p0
+    return scored
 
 
 def explore(loaded: LoadedModel, request: ExplorerRequest, progress: Progress = no_progress) -> ExplorerResult:
@@ -176,19 +174,15 @@ def explore(loaded: LoadedModel, request: ExplorerRequest, progress: Progress = 
         return lambda done: progress(0.05 + 0.95 * (offset + done) / total, f"{stage}: {offset + done}/{total} steps")
 
     labels = {"model": loaded.name, "n_layers": model.n_layers, "prompt_id": 0}
-    heat, p0 = score_plan(engine, spans, heat_chunks, report("heatmap", 0))
+    heat = score_plan(engine, spans, heat_chunks, report("heatmap", 0))
     heat_rows = pd.DataFrame(
-        [{**labels, **k.key, "p": p, "token": tokens[int(k.key["position"])], "p0": p0} for k, p, _ in heat]
+        [{**labels, **row} for chunk, scores in heat for row in heatmap_rows(chunk, scores, tokens)]
     )
-    curves, p0_curves = score_plan(engine, spans, curve_chunks, report("info-flow curves", len(heat_chunks)))
-    curve_rows = pd.DataFrame(
-        [
-            {**labels, **k.key, "p": p, "diff": relative_change(p, p0_curves), "hit": hit, "p0": p0_curves}
-            for k, p, hit in curves
-        ]
-    )
+    curves = score_plan(engine, spans, curve_chunks, report("info-flow curves", len(heat_chunks)))
+    curve_rows = pd.DataFrame([{**labels, **row} for chunk, scores in curves for row in info_flow_rows(chunk, scores)])
     target_p = float(top.loc[top["target"], "p"].iloc[0]) if top["target"].any() else None
-    p0 = p0 if heat else p0_curves if curves else (target_p if target_p is not None else float("nan"))
+    scored = heat or curves  # every engine call starts with the same clean run
+    p0 = scored[0][1].probability[0].item() if scored else (target_p if target_p is not None else float("nan"))
     progress(1.0, "done")
     return ExplorerResult(
         fact=fact,

@@ -156,14 +156,19 @@ def info_flow_job(params: InfoFlowParams, context: ModelContext) -> ChunkJob:
     model = context.loaded.model
 
     def rows_of(prompt: FactPrompt, spans: TokenSpans, plan: list[PlannedKnockout], scores: TargetScores) -> Rows:
-        p0 = scores.probability[0].item()
-        rows = [
-            {**k.key, "p": p, "diff": relative_change(p, p0), "hit": hit, "p0": p0}
-            for k, p, hit in zip(plan, scores.probability[1:].tolist(), scores.top1[1:].tolist(), strict=True)
-        ]
-        return with_ids(prompt, rows)
+        return with_ids(prompt, info_flow_rows(plan, scores))
 
     return knockout_job(context, lambda spans: info_flow_plan(spans, model.n_layers, params), rows_of)
+
+
+def info_flow_rows(plan: Sequence[PlannedKnockout], scores: TargetScores) -> Rows:
+    """A row per planned knockout: its key, p, diff = (p - p0)/p0 * 100, hit (target still top-1) and p0;
+    ``scores`` hold the clean run first, then the plan's knockouts."""
+    p0 = scores.probability[0].item()
+    return [
+        {**k.key, "p": p, "diff": relative_change(p, p0), "hit": hit, "p0": p0}
+        for k, p, hit in zip(plan, scores.probability[1:].tolist(), scores.top1[1:].tolist(), strict=True)
+    ]
 
 
 def info_flow_manifest_params(params: InfoFlowParams) -> dict:
@@ -202,15 +207,19 @@ def heatmap_job(window_size: int, options: KnockoutOptions, context: ModelContex
     tokenizer = context.loaded.tokenizer
 
     def rows_of(prompt: FactPrompt, spans: TokenSpans, plan: list[PlannedKnockout], scores: TargetScores) -> Rows:
-        p0 = scores.probability[0].item()
-        tokens = [tokenizer.decode([i]) for i in spans.input_ids]
-        rows = [
-            {**k.key, "p": p, "token": tokens[int(k.key["position"])], "p0": p0}
-            for k, p in zip(plan, scores.probability[1:].tolist(), strict=True)
-        ]
-        return with_ids(prompt, rows)
+        return with_ids(prompt, heatmap_rows(plan, scores, [tokenizer.decode([i]) for i in spans.input_ids]))
 
     return knockout_job(context, lambda spans: heatmap_plan(spans, model.n_layers, window_size, options), rows_of)
+
+
+def heatmap_rows(plan: Sequence[PlannedKnockout], scores: TargetScores, tokens: Sequence[str]) -> Rows:
+    """A row per planned knockout: its key, p, the knocked-out position's token and p0; ``scores`` hold the
+    clean run first, then the plan's knockouts."""
+    p0 = scores.probability[0].item()
+    return [
+        {**k.key, "p": p, "token": tokens[int(k.key["position"])], "p0": p0}
+        for k, p in zip(plan, scores.probability[1:].tolist(), strict=True)
+    ]
 
 
 def check_layers(model: CausalLM, layers: Sequence[int] | None) -> list[int]:
