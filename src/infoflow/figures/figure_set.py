@@ -88,13 +88,17 @@ def run_study(
     selection = describe_selection(expression, options.n_prompts, options.seed)
     if options.candidates is not None:
         selection = describe_candidates(selection, len(prompts), options.seed)
+    depths = []
     for name in models:  # every model's evaluate results first: the default filter reads all of them
         progress(f"evaluate {name} on {len(prompts)} prompts of {options.dataset}")
         context = _context(_load(name, options), store, options, "all")
         evaluate(context, prompts)
+        depths.append(context.loaded.model.n_layers)
     chosen = choose_prompts(context, prompts, expression, options.n_prompts, options.seed)
     if not chosen:
         raise ValueError(f"the filter {expression!r} selects no prompt of {options.dataset}")
+    window_size = default_window_size(min(depths))
+    heatmap_prompts = chosen[: options.n_heatmaps]
     runs: list[ModelRuns] = []
     for name in models:
         loaded = _load(name, options)
@@ -103,19 +107,13 @@ def run_study(
         entry = ModelRuns(loaded.name, model.family, model.is_ssm, model.n_layers)
         categories = tuple(FeatureCategory) if model.is_ssm else (FeatureCategory.ALL,)
         sweep = InfoFlowParams(feature_categories=categories, window_sizes=window_sizes_for(model.n_layers))
-        progress(f"info-flow {name}: {len(chosen)} prompts, window sizes {list(sweep.window_sizes)}")
+        progress(f"info-flow and heatmaps {name}: {len(chosen)} prompts, window sizes {list(sweep.window_sizes)}")
         entry.info_flow = info_flow(context, chosen, sweep)
-        runs.append(entry)
-    window_size = default_window_size(min(entry.n_layers for entry in runs))
-    heatmap_prompts = chosen[: options.n_heatmaps]
-    for entry, name in zip(runs, models, strict=True):
-        loaded = _load(name, options)
-        context = _context(loaded, store, options, selection)
-        progress(f"heatmaps {name}")
         entry.heatmaps[window_size] = heatmap(context, heatmap_prompts, window_size)
-        for size in window_sizes_for(entry.n_layers):  # the first prompt at every window size
+        for size in sweep.window_sizes:  # the first prompt at every window size
             if size != window_size:
                 entry.heatmaps[size] = heatmap(context, heatmap_prompts[:1], size)
+        runs.append(entry)
     return StudyRuns(runs, chosen, window_size, heatmap_prompts)
 
 
