@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from infoflow.knockout.spec import Knockout, KnockoutMode
-from infoflow.models.base import CausalLM, join_positions
+from infoflow.models.base import CausalLM, TailRows, join_positions
 
 VOCAB = 97
 
@@ -64,7 +64,9 @@ def assert_tail_and_rows_consistent(ours: CausalLM) -> None:
             mixer = ours.mixer(layer)
             normed = ours.blocks[layer].mixer_norm(residual)
             full = mixer.prepare(normed)
-            tail = join_positions(full, mixer.prepare_tail(normed[:, start:].expand(3, -1, -1), full, start), start)
+            variants = TailRows.of([0, 0, 0], n_prompts=1, device=normed.device)
+            tail = mixer.prepare_tail(normed[:, start:].expand(3, -1, -1), full, start, variants)
+            tail = join_positions(full, tail, start, variants)
             for field in dataclasses.fields(full):
                 expected = getattr(full, field.name).expand(3, *getattr(full, field.name).shape[1:])
                 assert (getattr(tail, field.name) - expected).abs().max().item() <= 1e-6

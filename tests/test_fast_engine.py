@@ -17,9 +17,9 @@ TOLERANCE = 1e-5
 
 
 @st.composite
-def sweeps(draw, ssm: bool):
-    """A prompt and a list of knockouts sharing mode/strictness choices as a sweep would, with any targets."""
-    seq_len = draw(st.integers(1, 9))
+def sweeps(draw, ssm: bool, seq_len: int | None = None):
+    """A prompt and a list of knockouts with any targets, modes, strictness and feature categories."""
+    seq_len = draw(st.integers(1, 9)) if seq_len is None else seq_len
     input_ids = torch.tensor(draw(st.lists(st.integers(0, TINY_VOCAB - 1), min_size=seq_len, max_size=seq_len)))
     positions = st.lists(st.integers(0, seq_len - 1), min_size=0, max_size=seq_len, unique=True)
     window_size = draw(st.integers(1, N_LAYERS))
@@ -49,6 +49,18 @@ def assert_engines_agree(model, input_ids, knockouts):
 def test_fast_engine_matches_reference(tiny_model, data):
     input_ids, knockouts = data.draw(sweeps(ssm=tiny_model.is_ssm))
     assert_engines_agree(tiny_model, input_ids, [None, *knockouts])
+
+
+@settings(max_examples=20, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_knockouts_of_several_prompts_batched_together(tiny_model, data):
+    """Tail passes mixing rows of several prompts (any batch size) give each prompt the reference numbers."""
+    seq_len = data.draw(st.integers(1, 9))
+    requests = [data.draw(sweeps(tiny_model.is_ssm, seq_len)) for _ in range(data.draw(st.integers(2, 4)))]
+    engine = FastEngine(tiny_model, max_batch=data.draw(st.integers(1, 12)), max_prompts=data.draw(st.integers(1, 4)))
+    reference = ReferenceEngine(tiny_model)
+    for (input_ids, knockouts), fast in zip(requests, engine.probabilities_many(requests), strict=True):
+        assert (fast - reference.probabilities(input_ids, knockouts)).abs().max().item() <= TOLERANCE
 
 
 def test_info_flow_sweep_with_target_last(tiny_model):

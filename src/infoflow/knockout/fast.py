@@ -4,26 +4,32 @@ A knockout whose first knocked layer is l0 and whose first target position is p 
 of layers <= l0 and of positions < p exactly as in the clean run. So prompts of one length run clean once,
 as a batch, caching per layer the residual stream and the mixer's prepared inputs (projections, conv
 inputs, K/V); each knockout then recomputes only layers >= l0 at positions >= p, reading everything before
-p from the cache. For target = last that is one position per layer, a decode step (Mamba-1: the clean
-state with the blocked sources' contributions left out). Knockouts of a prompt that share p and mode run
-as one batch whose members join at their own first layer; a CUDA out-of-memory error halves the batch.
+p from its prompt's cache. For target = last that is one position per layer, a decode step (Mamba-1: the
+clean state with the blocked sources' contributions left out).
+
+Knockouts of *all* prompts of a clean batch that share p, mode and strictness run as one batch of tail rows
+(sorted by first layer; a row joins the batch at its first layer with its prompt's clean stream there), so
+a sweep over many prompts launches each layer's kernels a few times rather than once per prompt. A CUDA
+out-of-memory error halves the batch and retries; no work is lost.
 """
 
 from __future__ import annotations
 
+import bisect
 import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from infoflow.knockout.engine import Engine, last_token_probabilities
-from infoflow.knockout.spec import Knockout, KnockoutMode
-from infoflow.models.base import CausalLM, LayerKnockout, TokenMixer, batch_entry, join_positions, repeat_batch
+from infoflow.knockout.engine import Engine, TargetScores, last_token_probabilities
+from infoflow.knockout.spec import FeatureCategory, FeatureSelection, Knockout, KnockoutMode
+from infoflow.models.base import CausalLM, TailRows, TokenMixer, batch_rows, join_positions, repeat_batch
 
 Request = tuple[torch.Tensor, Sequence[Knockout | None]]
+DEFAULT_BATCH = 256  # tail rows per pass on CPU, and the sizing pass on CUDA (see ``FastEngine``)
 
 
 @dataclass
@@ -48,44 +54,48 @@ class CleanRun:
         logits = model.lm_head(model.final_norm(hidden[:, -1:]))
         return cls(stream=stream, prepared=prepared, probabilities=last_token_probabilities(logits))
 
-    def entry(self, index: int) -> CleanRun:
-        """The clean run of one of the prompts (batch of one, views)."""
-        return CleanRun(
-            stream=[s[index : index + 1] for s in self.stream],
-            prepared=[batch_entry(p, index) for p in self.prepared],
-            probabilities=self.probabilities[index : index + 1],
-        )
+    @property
+    def n_prompts(self) -> int:
+        return self.probabilities.shape[0]
 
 
 @dataclass(frozen=True)
 class Tail:
-    """One knockout as the fast engine runs it: its per-layer view and where recomputation starts."""
+    """One knockout as the fast engine runs it: a row of a batched tail pass."""
 
-    index: int  # position in the caller's list
-    per_layer: dict[int, LayerKnockout]
-    first_layer: int
+    prompt: int  # its prompt's index in the clean run
+    slot: int  # its row in the results of all the clean run's knockouts (prompt-major)
+    blocked: torch.Tensor  # bool [T, T], shared by the knockouts with the same edges
+    layers: frozenset[int]
+    features: FeatureSelection
+
+    @property
+    def first_layer(self) -> int:
+        return min(self.layers)
+
+
+@dataclass(frozen=True)
+class LayerRows:
+    """What one layer does to the A rows of a tail pass."""
+
+    blocked: torch.Tensor  # bool [A, T, T]: the edges each row blocks in this layer (none where not knocked)
+    exempt: torch.Tensor | None  # bool [A, F]: features a row leaves untouched (None: none anywhere)
+    mode: KnockoutMode
+    strict: bool
 
 
 def tail_mixing(
-    mixer: TokenMixer, prefix: Any, tail: Any, per_layer: Sequence[LayerKnockout | None], start: int, seq_len: int
+    mixer: TokenMixer, prefix: Any, tail: Any, layer: LayerRows, start: int, rows: TailRows
 ) -> torch.Tensor:
-    """Mixed features [A, T - start, F, P] at the tail positions of A knockout variants of one prompt (None:
-    nothing blocked in this layer); ``prefix`` is the clean run (batch of one), ``tail`` the variants'
-    prepared tail. Exempt features keep the clean mixing of the variant's own inputs."""
-    device = next(mixer.parameters()).device
-    empty = torch.zeros(seq_len, seq_len, dtype=torch.bool, device=device)
-    blocked = torch.stack([empty if k is None else k.blocked for k in per_layer])  # [A, T, T]
-    first = next((k for k in per_layer if k is not None), None)
-    mode = KnockoutMode.ZERO_ATTENTION if first is None else first.mode
-    strict = first is not None and first.strict
-    decode_step = start == seq_len - 1 and mode is KnockoutMode.ZERO_ATTENTION and not strict
-    knocked = mix_rows(mixer, prefix, tail, blocked, mode, strict, start, decode_step)
-    exempt_masks = [None if k is None else k.exempt for k in per_layer]
-    if any(mask is not None for mask in exempt_masks):
-        none_exempt = torch.zeros(mixer.n_features, dtype=torch.bool, device=device)
-        exempt = torch.stack([none_exempt if m is None else m for m in exempt_masks])  # [A, F]
-        clean = mix_rows(mixer, prefix, tail, torch.zeros_like(blocked), mode, False, start, decode_step)
-        knocked = torch.where(exempt[:, None, :, None], clean, knocked)
+    """Mixed features [A, T - start, F, P] at the tail positions of A rows (``prefix``: the clean run of
+    their prompts, ``tail``: their prepared tail). Exempt features keep the clean mixing of the row's inputs."""
+    seq_len = layer.blocked.shape[-1]
+    decode_step = start == seq_len - 1 and layer.mode is KnockoutMode.ZERO_ATTENTION and not layer.strict
+    knocked = mix_rows(mixer, prefix, tail, layer.blocked, layer.mode, layer.strict, start, decode_step, rows)
+    if layer.exempt is not None:
+        none_blocked = torch.zeros_like(layer.blocked)
+        clean = mix_rows(mixer, prefix, tail, none_blocked, layer.mode, False, start, decode_step, rows)
+        knocked = torch.where(layer.exempt[:, None, :, None], clean, knocked)
     return knocked
 
 
@@ -98,6 +108,7 @@ def mix_rows(
     strict: bool,
     start: int,
     decode_step: bool,
+    rows: TailRows,
 ) -> torch.Tensor:
     """[A, T - start, F, P] with ``blocked`` [A, T, T] edges removed.
 
@@ -106,36 +117,55 @@ def mix_rows(
     every row; zero-delta and strict change the sources, so each target row gets its own copy.
     """
     if decode_step:
-        return mixer.mix_last_row(prefix, tail, blocked[:, -1])[:, None]
+        return mixer.mix_last_row(prefix, tail, blocked[:, -1], rows)[:, None]
     seq_len = blocked.shape[-1]
-    rows = torch.arange(start, seq_len, device=blocked.device)
-    joined = join_positions(prefix, tail, start)
-    if (mode is KnockoutMode.ZERO_ATTENTION and not strict) or len(rows) == 1:
-        return mixer.terms(joined, blocked, mode, strict, rows).mixed()
-    n_variants, n_rows = blocked.shape[0], len(rows)
+    positions = torch.arange(start, seq_len, device=blocked.device)
+    joined = join_positions(prefix, tail, start, rows)
+    if (mode is KnockoutMode.ZERO_ATTENTION and not strict) or len(positions) == 1:
+        return mixer.terms(joined, blocked, mode, strict, positions).mixed()
+    n_variants, n_rows = blocked.shape[0], len(positions)
     one_row = torch.zeros(n_variants, n_rows, seq_len, seq_len, dtype=torch.bool, device=blocked.device)
-    one_row[:, torch.arange(n_rows), rows] = blocked[:, rows]  # copy i blocks row rows[i] only
-    copies = mixer.terms(repeat_batch(joined, n_rows), one_row.flatten(0, 1), mode, strict, rows).mixed()
+    one_row[:, torch.arange(n_rows), positions] = blocked[:, positions]  # copy i blocks row positions[i] only
+    copies = mixer.terms(repeat_batch(joined, n_rows), one_row.flatten(0, 1), mode, strict, positions).mixed()
     return copies.unflatten(0, (n_variants, n_rows))[:, torch.arange(n_rows), torch.arange(n_rows)]
 
 
 class FastEngine(Engine):
     """Reuses the clean run: each knockout recomputes only layers >= its first and positions >= its first
-    target; up to ``max_batch`` knockouts per tail pass, up to ``max_prompts`` prompts per clean pass."""
+    target; up to ``max_prompts`` prompts per clean pass, and their knockouts in tail passes of up to
+    ``max_batch`` rows (None: ``DEFAULT_BATCH`` on CPU; on CUDA as many as fit in the free memory)."""
 
     name = "fast"
 
-    def __init__(self, model: CausalLM, max_batch: int = 256, max_prompts: int = 64) -> None:
+    def __init__(self, model: CausalLM, max_batch: int | None = None, max_prompts: int = 64) -> None:
         super().__init__(model)
         self.max_batch = max_batch
         self.max_prompts = max_prompts
+        self.exempt_masks: dict[tuple[int, FeatureSelection], torch.Tensor | None] = {}
 
     def probabilities(self, input_ids: torch.Tensor, knockouts: Sequence[Knockout | None]) -> torch.Tensor:
         return self.probabilities_many([(input_ids, knockouts)])[0]
 
-    @torch.no_grad()
     def probabilities_many(self, requests: Sequence[Request]) -> list[torch.Tensor]:
         results: list[torch.Tensor] = [torch.empty(0)] * len(requests)
+        for indices, probabilities in self.clean_batches(requests):
+            for index, prompt_probabilities in zip(indices, probabilities, strict=True):
+                results[index] = prompt_probabilities
+        return results
+
+    def scores_many(
+        self, requests: Sequence[tuple[torch.Tensor, int, Sequence[Knockout | None]]]
+    ) -> list[TargetScores]:
+        """Scored one clean batch at a time: only one batch's [K, V] probabilities are held at once."""
+        results: list[TargetScores | None] = [None] * len(requests)
+        for indices, probabilities in self.clean_batches([(ids, knockouts) for ids, _, knockouts in requests]):
+            for index, prompt_probabilities in zip(indices, probabilities, strict=True):
+                results[index] = TargetScores.from_probabilities(prompt_probabilities, requests[index][1])
+        return [scores for scores in results if scores is not None]
+
+    @torch.no_grad()
+    def clean_batches(self, requests: Sequence[Request]) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
+        """Per batch of up to ``max_prompts`` prompts of one length: their request indices and probabilities."""
         by_length: dict[int, list[int]] = defaultdict(list)
         for index, (input_ids, _) in enumerate(requests):
             by_length[len(input_ids)].append(index)
@@ -144,59 +174,117 @@ class FastEngine(Engine):
                 chunk = indices[first : first + self.max_prompts]
                 prompts = torch.stack([requests[i][0].view(-1) for i in chunk]).to(self.device)
                 clean = CleanRun.of(self.model, prompts)
-                for row, index in enumerate(chunk):
-                    results[index] = self.knockout_probabilities(clean.entry(row), requests[index][1])
-        return results
+                yield chunk, self.knockout_probabilities(clean, [requests[i][1] for i in chunk])
 
-    def knockout_probabilities(self, clean: CleanRun, knockouts: Sequence[Knockout | None]) -> torch.Tensor:
-        """Next-token probabilities [K, V] of one prompt's knockouts, from its clean run (batch of one)."""
+    def knockout_probabilities(
+        self, clean: CleanRun, knockouts: Sequence[Sequence[Knockout | None]]
+    ) -> list[torch.Tensor]:
+        """Next-token probabilities [K_p, V] of each prompt's knockouts, from the clean run of the prompts."""
         seq_len = clean.stream[0].shape[1]
-        result = clean.probabilities.expand(len(knockouts), -1).clone()
+        counts = [len(prompt_knockouts) for prompt_knockouts in knockouts]
+        # every row starts as its prompt's clean probabilities; knocked rows are overwritten below
+        results = clean.probabilities.repeat_interleave(torch.tensor(counts, device=self.device), dim=0)
+        blocked_by_edges: dict[tuple[tuple[int, int], ...], torch.Tensor] = {}
         groups: dict[tuple[int, KnockoutMode, bool], list[Tail]] = defaultdict(list)
-        for index, knockout in enumerate(knockouts):
-            per_layer = self.model.layer_knockouts(knockout, seq_len)
-            if knockout is None or knockout.first_target is None or not per_layer:
-                continue  # nothing blocked: the clean run
-            groups[(knockout.first_target, knockout.mode, knockout.strict)].append(
-                Tail(index=index, per_layer=per_layer, first_layer=min(per_layer))
-            )
-        for (start, _, _), tails in groups.items():
-            tails.sort(key=lambda tail: tail.first_layer)
-            result[[tail.index for tail in tails]] = self.run_in_batches(clean, tails, start)
-        return result
+        slot = 0
+        for prompt, prompt_knockouts in enumerate(knockouts):
+            for knockout in prompt_knockouts:
+                if knockout is not None and knockout.first_target is not None and knockout.layers:
+                    self.model.check_knockout(knockout)
+                    if knockout.edges not in blocked_by_edges:
+                        blocked_by_edges[knockout.edges] = knockout.blocked_matrix(seq_len, self.device)
+                    tail = Tail(prompt, slot, blocked_by_edges[knockout.edges], frozenset(knockout.layers),
+                                knockout.features)  # fmt: skip
+                    groups[(knockout.first_target, knockout.mode, knockout.strict)].append(tail)
+                slot += 1
+        for (start, mode, strict), tails in groups.items():
+            tails.sort(key=lambda tail: (tail.first_layer, tail.prompt))
+            self.run_in_batches(clean, tails, start, mode, strict, results)
+        return list(results.split(counts))
 
-    def run_in_batches(self, clean: CleanRun, tails: Sequence[Tail], start: int) -> torch.Tensor:
-        """``run_tails`` over batches of at most ``max_batch`` tails, halving the batch on CUDA OOM."""
-        batch, done, outputs = self.max_batch, 0, []
+    def run_in_batches(
+        self, clean: CleanRun, tails: Sequence[Tail], start: int, mode: KnockoutMode, strict: bool, out: torch.Tensor
+    ) -> None:
+        """``run_tails`` over batches of rows into ``out`` [slots, V]. With ``max_batch`` None on CUDA, the
+        first batch (``DEFAULT_BATCH`` rows, present in every layer) measures the memory a row takes and sets
+        the batch to what fits in 80 % of the free memory. A CUDA out-of-memory error halves the batch and
+        retries it."""
+        batch, done = self.max_batch or DEFAULT_BATCH, 0
+        sizing = self.max_batch is None and self.device.type == "cuda"
         while done < len(tails):
             chunk = tails[done : done + batch]
             try:
-                outputs.append(self.run_tails(clean, chunk, start))
+                if sizing:
+                    torch.cuda.synchronize(self.device)
+                    torch.cuda.reset_peak_memory_stats(self.device)
+                    before = torch.cuda.memory_allocated(self.device)
+                out[[tail.slot for tail in chunk]] = self.run_tails(clean, chunk, start, mode, strict)
+                if sizing:
+                    per_row = (torch.cuda.max_memory_allocated(self.device) - before) / len(chunk)
+                    free, _ = torch.cuda.mem_get_info(self.device)
+                    batch, sizing = max(batch, int(0.8 * free / max(per_row, 1.0))), False
             except torch.cuda.OutOfMemoryError:
                 if batch == 1:
                     raise
-                batch = max(1, batch // 2)
+                batch, sizing = max(1, batch // 2), False
                 torch.cuda.empty_cache()
                 warnings.warn(f"CUDA out of memory: knockout batch size lowered to {batch}", stacklevel=2)
                 continue
             done += len(chunk)
-        return torch.cat(outputs)
 
-    def run_tails(self, clean: CleanRun, tails: Sequence[Tail], start: int) -> torch.Tensor:
+    def run_tails(
+        self, clean: CleanRun, tails: Sequence[Tail], start: int, mode: KnockoutMode, strict: bool
+    ) -> torch.Tensor:
         """Next-token probabilities [len(tails), V] of knockouts whose first target is ``start``; ``tails``
-        sorted by first layer. Each joins the batch at its first layer with the clean stream there."""
-        seq_len = clean.stream[0].shape[1]
-        hidden = clean.stream[0][:, start:][:0]  # [A, T - start, D], A grows as knockouts join
+        sorted by first layer. Each joins the batch at its first layer with its prompt's clean stream there."""
+        present = sorted({tail.prompt for tail in tails})
+        local = {prompt: index for index, prompt in enumerate(present)}
+        rows = TailRows.of([local[tail.prompt] for tail in tails], len(present), self.device)
+        prompts = torch.tensor([tail.prompt for tail in tails], device=self.device)  # [A] rows of the clean run
+        present_index = torch.tensor(present, device=self.device) if len(present) < clean.n_prompts else None
+        blocked = torch.stack([tail.blocked for tail in tails])  # [A, T, T]
+        first_layers = [tail.first_layer for tail in tails]
+        hidden = clean.stream[0][:0, start:]  # [A, T - start, D], A grows as knockouts join
         joined = 0
-        for layer in range(tails[0].first_layer, self.model.n_layers):
-            joining = sum(1 for tail in tails[joined:] if tail.first_layer == layer)
-            hidden = torch.cat([hidden, clean.stream[layer][:, start:].expand(joining, -1, -1)])
+        for layer in range(first_layers[0], self.model.n_layers):
+            joining = bisect.bisect_right(first_layers, layer) - joined
+            hidden = torch.cat([hidden, clean.stream[layer][prompts[joined : joined + joining], start:]])
             joined += joining
             block = self.model.blocks[layer]
-            mixer, prefix = block.mixer, clean.prepared[layer]
-            tail = mixer.prepare_tail(block.mixer_norm(hidden), prefix, start)
-            per_layer = [t.per_layer.get(layer) for t in tails[:joined]]
-            mixed = tail_mixing(mixer, prefix, tail, per_layer, start, seq_len)
-            hidden = block.add_mlp(hidden + mixer.project(mixed, tail))
+            prefix = clean.prepared[layer]
+            if present_index is not None:
+                prefix = batch_rows(prefix, present_index)
+            active = rows.head(joined)
+            tail = block.mixer.prepare_tail(block.mixer_norm(hidden), prefix, start, active)
+            layer_rows = self.layer_rows(layer, tails[:joined], blocked[:joined], mode, strict)
+            mixed = tail_mixing(block.mixer, prefix, tail, layer_rows, start, active)
+            hidden = block.add_mlp(hidden + block.mixer.project(mixed, tail))
         logits = self.model.lm_head(self.model.final_norm(hidden[:, -1:]))
         return last_token_probabilities(logits)
+
+    def layer_rows(
+        self, layer: int, tails: Sequence[Tail], blocked: torch.Tensor, mode: KnockoutMode, strict: bool
+    ) -> LayerRows:
+        """Layer ``layer``'s view of the rows: rows whose window misses it block nothing there; a layer no
+        row knocks mixes as the clean run does (zero-attention)."""
+        knocked = [layer in tail.layers for tail in tails]
+        if not any(knocked):
+            return LayerRows(torch.zeros_like(blocked), None, KnockoutMode.ZERO_ATTENTION, False)
+        if not all(knocked):
+            blocked = blocked & torch.tensor(knocked, device=self.device)[:, None, None]
+        selections = [tail.features if is_knocked else None for tail, is_knocked in zip(tails, knocked, strict=True)]
+        if all(s is None or s.category is FeatureCategory.ALL for s in selections):
+            return LayerRows(blocked, None, mode, strict)
+        table = list(dict.fromkeys(selections))  # the distinct selections, each row an index into them
+        masks = [None if s is None else self.exempt_mask(layer, s) for s in table]
+        n_features = self.model.mixer(layer).n_features
+        none_exempt = torch.zeros(n_features, dtype=torch.bool, device=self.device)
+        stacked = torch.stack([none_exempt if m is None else m for m in masks])  # [U, F]
+        index = torch.tensor([table.index(s) for s in selections], device=self.device)
+        return LayerRows(blocked, stacked[index], mode, strict)
+
+    def exempt_mask(self, layer: int, selection: FeatureSelection) -> torch.Tensor | None:
+        key = (layer, selection)
+        if key not in self.exempt_masks:
+            self.exempt_masks[key] = self.model.exempt_features(layer, selection)
+        return self.exempt_masks[key]

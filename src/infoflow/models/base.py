@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,24 +59,72 @@ def repeat_batch(prepared: Any, repeats: int) -> Any:
     return dataclasses.replace(prepared, **changes)
 
 
-def batch_entry(prepared: Any, index: int) -> Any:
-    """Batch entry ``index`` (kept as a batch of one) of every tensor field of a prepared-inputs dataclass."""
+def batch_rows(prepared: Any, index: torch.Tensor) -> Any:
+    """Batch entries ``index`` [P'] of every tensor field of a prepared-inputs dataclass."""
     changes = {
-        f.name: value[index : index + 1]
+        f.name: value[index]
         for f in dataclasses.fields(prepared)
         if isinstance(value := getattr(prepared, f.name), torch.Tensor)
     }
     return dataclasses.replace(prepared, **changes)
 
 
-def join_positions(prefix: Any, tail: Any, start: int) -> Any:
-    """Positions ``< start`` of ``prefix`` (batch of one, broadcast) followed by all of ``tail`` [K, T - start]."""
+@dataclass(frozen=True)
+class TailRows:
+    """The prompt each of A tail rows belongs to, so that knockouts of several prompts run as one batch.
+
+    Per-prompt tensors [P, ...] (the clean run) reach the rows by ``gather``; a product of per-row weights
+    with per-prompt values runs as one batched matmul over rows padded to [P, M] (``per_prompt_matmul``).
+    """
+
+    prompt: torch.Tensor  # [A] long: the row's prompt, an index into the clean run's batch
+    rank: torch.Tensor  # [A] long: the row's rank among the rows of its prompt
+    n_prompts: int  # P
+    most_rows: int  # M: the most rows one prompt has
+
+    @classmethod
+    def of(cls, prompts: Sequence[int], n_prompts: int, device: torch.device) -> TailRows:
+        """Rows owned by ``prompts`` (host ints in 0..n_prompts-1), ranked in their order."""
+        seen: Counter[int] = Counter()
+        ranks = []
+        for prompt in prompts:
+            ranks.append(seen[prompt])
+            seen[prompt] += 1
+        return cls(
+            prompt=torch.tensor(list(prompts), dtype=torch.long, device=device),
+            rank=torch.tensor(ranks, dtype=torch.long, device=device),
+            n_prompts=n_prompts,
+            most_rows=max(seen.values(), default=0),
+        )
+
+    def __len__(self) -> int:
+        return len(self.prompt)
+
+    def head(self, n_rows: int) -> TailRows:
+        """The first ``n_rows`` rows (padding keeps room for all: ``most_rows`` unchanged)."""
+        return dataclasses.replace(self, prompt=self.prompt[:n_rows], rank=self.rank[:n_rows])
+
+    def gather(self, value: torch.Tensor) -> torch.Tensor:
+        """[P, ...] -> [A, ...]: each row's prompt entry (a broadcast view when P = 1)."""
+        if value.shape[0] == 1:
+            return value.expand(len(self), *value.shape[1:])
+        return value[self.prompt]
+
+    def per_prompt_matmul(self, weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """out[a] = weights[a] @ values[prompt[a]]: weights [A, S], values [P, S, X] -> [A, X]."""
+        padded = weights.new_zeros(self.n_prompts, self.most_rows, weights.shape[1])  # [P, M, S]
+        padded[self.prompt, self.rank] = weights
+        return torch.bmm(padded, values)[self.prompt, self.rank]
+
+
+def join_positions(prefix: Any, tail: Any, start: int, rows: TailRows) -> Any:
+    """Positions ``< start`` of ``prefix`` (the clean run of P prompts, each row reading its own prompt's)
+    followed by all of ``tail`` [A, T - start]."""
     changes = {}
     for f in dataclasses.fields(tail):
         value = getattr(tail, f.name)
         if isinstance(value, torch.Tensor):
-            head = getattr(prefix, f.name)[:, :start]
-            changes[f.name] = torch.cat([head.expand(value.shape[0], *head.shape[1:]), value], dim=1)
+            changes[f.name] = torch.cat([rows.gather(getattr(prefix, f.name)[:, :start]), value], dim=1)
     return dataclasses.replace(tail, **changes)
 
 
@@ -108,25 +158,26 @@ class TokenMixer(nn.Module, ABC):
         blocked sources from the whole entry, so entries should then block edges of a single target row.
         """
 
-    def prepare_tail(self, hidden_tail: torch.Tensor, prefix: Any, start: int) -> Any:
-        """Prepared inputs [K, T - start, ...] at positions ``start..T-1`` of K variants of a prompt whose clean
-        run is ``prefix`` (batch of one): ``hidden_tail`` [K, T - start, D] are their normed inputs there, and
-        positions before ``start`` are the clean ones (join them with :func:`join_positions`).
+    def prepare_tail(self, hidden_tail: torch.Tensor, prefix: Any, start: int, rows: TailRows) -> Any:
+        """Prepared inputs [A, T - start, ...] at positions ``start..T-1`` of A tail rows, variants of the
+        prompts whose clean run is ``prefix`` (row a of prompt ``rows.prompt[a]``): ``hidden_tail``
+        [A, T - start, D] are their normed inputs there, and positions before ``start`` are the clean ones
+        (join them with :func:`join_positions`).
 
         The default suits per-position projections; families whose projections look back (a conv1d) or
         depend on the absolute position (rotary) override it.
         """
         return self.prepare(hidden_tail)
 
-    def mix_last_row(self, prefix: Any, tail: Any, blocked_row: torch.Tensor) -> torch.Tensor:
-        """Mixed features [K, F, P] at the last position for K variants whose only new position is the last:
-        ``prefix`` is the clean run (batch of one, T positions), ``tail`` the variants' prepared last position
-        [K, 1, ...], ``blocked_row`` [K, T] the sources each variant blocks for it (zero-attention)."""
+    def mix_last_row(self, prefix: Any, tail: Any, blocked_row: torch.Tensor, rows: TailRows) -> torch.Tensor:
+        """Mixed features [A, F, P] at the last position for A variants whose only new position is the last:
+        ``prefix`` is the clean run (P prompts, T positions), ``tail`` the variants' prepared last position
+        [A, 1, ...], ``blocked_row`` [A, T] the sources each variant blocks for it (zero-attention)."""
         seq_len = blocked_row.shape[-1]
         blocked = torch.zeros(len(blocked_row), seq_len, seq_len, dtype=torch.bool, device=blocked_row.device)
         blocked[:, -1] = blocked_row
-        rows = torch.tensor([seq_len - 1], device=blocked_row.device)
-        return self.terms(join_positions(prefix, tail, seq_len - 1), blocked, rows=rows).mixed()[:, 0]
+        last = torch.tensor([seq_len - 1], device=blocked_row.device)
+        return self.terms(join_positions(prefix, tail, seq_len - 1, rows), blocked, rows=last).mixed()[:, 0]
 
     @abstractmethod
     def project(self, mixed: torch.Tensor, prepared: Any) -> torch.Tensor:
@@ -147,12 +198,12 @@ class TokenMixer(nn.Module, ABC):
         """[B, F, T, T]: the mixing matrix of every feature for the normed layer input ``hidden``."""
         return self.terms(self.prepare(hidden)).matrix
 
-    def check_knockout(self, knockout: LayerKnockout) -> None:
+    def check_mode(self, mode: KnockoutMode, strict: bool) -> None:
         if self.supports_ssm_modes:
             return
-        if knockout.mode is not KnockoutMode.ZERO_ATTENTION or knockout.strict:
+        if mode is not KnockoutMode.ZERO_ATTENTION or strict:
             raise ValueError(
-                f"knockout mode {knockout.mode.value!r}{' (strict)' if knockout.strict else ''} applies to "
+                f"knockout mode {mode.value!r}{' (strict)' if strict else ''} applies to "
                 "Mamba models only; attention models block edges by setting their logits to -inf"
             )
 
@@ -266,16 +317,22 @@ class CausalLM(nn.Module):
         """Bool [F] of the features a knockout leaves untouched in ``layer`` (None: none exempt)."""
         return selection.exempt_mask(self.mixer(layer).decay_norms())
 
+    def check_knockout(self, knockout: Knockout) -> None:
+        """Errors for layers this model lacks and for Mamba-only modes on attention layers."""
+        bad_layers = [layer for layer in knockout.layers if layer >= self.n_layers]
+        if bad_layers:
+            raise ValueError(f"layers {bad_layers} do not exist in a model with {self.n_layers} layers")
+        if knockout.mode is not KnockoutMode.ZERO_ATTENTION or knockout.strict:
+            for layer in knockout.layers:
+                self.mixer(layer).check_mode(knockout.mode, knockout.strict)
+
     def layer_knockouts(self, knockout: Knockout | None, seq_len: int) -> dict[int, LayerKnockout]:
         """The knockout as each layer sees it; validated against this model and prompt length."""
         if knockout is None:
             return {}
-        bad_layers = [layer for layer in knockout.layers if layer >= self.n_layers]
-        if bad_layers:
-            raise ValueError(f"layers {bad_layers} do not exist in a model with {self.n_layers} layers")
-        device = self.lm_head.weight.device
-        blocked = knockout.blocked_matrix(seq_len, device=device)
-        per_layer = {
+        self.check_knockout(knockout)
+        blocked = knockout.blocked_matrix(seq_len, device=self.lm_head.weight.device)
+        return {
             layer: LayerKnockout(
                 blocked=blocked,
                 mode=knockout.mode,
@@ -284,9 +341,6 @@ class CausalLM(nn.Module):
             )
             for layer in knockout.layers
         }
-        for layer, layer_knockout in per_layer.items():
-            self.mixer(layer).check_knockout(layer_knockout)
-        return per_layer
 
     def check_length(self, seq_len: int) -> None:
         if self.max_positions is not None and seq_len > self.max_positions:

@@ -21,7 +21,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from infoflow.models.attention import AttentionInputs, CausalSelfAttention
-from infoflow.models.base import Block, CausalLM, RMSNorm
+from infoflow.models.base import Block, CausalLM, RMSNorm, TailRows
 from infoflow.models.families import StateDict, renamer
 
 # rope types whose frequencies depend on the run-time sequence length (transformers updates them statefully)
@@ -82,7 +82,9 @@ class LlamaAttention(CausalSelfAttention):
     def prepare(self, hidden: torch.Tensor) -> AttentionInputs:
         return self.heads(hidden, start=0)
 
-    def prepare_tail(self, hidden_tail: torch.Tensor, prefix: AttentionInputs, start: int) -> AttentionInputs:
+    def prepare_tail(
+        self, hidden_tail: torch.Tensor, prefix: AttentionInputs, start: int, rows: TailRows
+    ) -> AttentionInputs:
         return self.heads(hidden_tail, start)
 
     def heads(self, hidden: torch.Tensor, start: int) -> AttentionInputs:

@@ -22,7 +22,7 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from infoflow.knockout.spec import KnockoutMode
-from infoflow.models.base import Block, CausalLM, MixingTerms, RMSNorm, TokenMixer
+from infoflow.models.base import Block, CausalLM, MixingTerms, RMSNorm, TailRows, TokenMixer
 from infoflow.models.families import renamer
 from infoflow.models.ssm import (
     blocked_sources,
@@ -126,31 +126,33 @@ class Mamba1Mixer(TokenMixer):
         skip = values[:, rows] * self.D.float()[:, None]
         return MixingTerms(matrix=alpha, values=values, skip=skip)
 
-    def prepare_tail(self, hidden_tail: torch.Tensor, prefix: Mamba1Inputs, start: int) -> Mamba1Inputs:
+    def prepare_tail(self, hidden_tail: torch.Tensor, prefix: Mamba1Inputs, start: int, rows: TailRows) -> Mamba1Inputs:
         x_raw_tail, z_tail = self.in_proj(hidden_tail).chunk(2, dim=-1)
-        window, lookback = with_conv_lookback(prefix.x_raw, x_raw_tail, start, self.conv1d)
+        window, lookback = with_conv_lookback(prefix.x_raw, x_raw_tail, start, self.conv1d, rows)
         x, delta, B, C = (v[:, lookback:] for v in self.selective_inputs(window))
         return Mamba1Inputs(x_raw=x_raw_tail, z=z_tail, x=x, delta=delta, B=B, C=C)
 
-    def mix_last_row(self, prefix: Mamba1Inputs, tail: Mamba1Inputs, blocked_row: torch.Tensor) -> torch.Tensor:
-        """A decode step from the clean state with the blocked sources' contributions left out: [K, Di, 1].
+    def mix_last_row(
+        self, prefix: Mamba1Inputs, tail: Mamba1Inputs, blocked_row: torch.Tensor, rows: TailRows
+    ) -> torch.Tensor:
+        """A decode step from the clean state with the blocked sources' contributions left out: [A, Di, 1].
 
         c[s] = (prod_{r=s+1..T-2} Abar[r]) Delta[s] B[s] x[s] is source s's part of the clean state after
-        step T-2 (clean prefix, shared by all variants); variant k keeps h_k = sum_{s kept} c[s], then
-        h = Abar_k[T-1] h_k + [T-1 kept] Delta_k B_k x_k and y = C_k . h + D x_k.
+        step T-2 (per prompt, from its clean run); row a keeps h_a = sum_{s kept} c[s] of its prompt, then
+        h = Abar_a[T-1] h_a + [T-1 kept] Delta_a B_a x_a and y = C_a . h + D x_a.
         """
         last = blocked_row.shape[-1] - 1
-        delta, x, B = prefix.delta[0, :last], prefix.x[0, :last].float(), prefix.B[0, :last].float()
-        A_bar = torch.exp(delta[..., None] * self.A)  # [T-1, Di, N]
+        delta, x, B = prefix.delta[:, :last], prefix.x[:, :last].float(), prefix.B[:, :last].float()  # [P, T-1, .]
+        A_bar = torch.exp(delta[..., None] * self.A)  # [P, T-1, Di, N]
         # decay_after[s] = prod_{r=s+1..T-2} Abar[r]: reversed cumulative products, 1 for s = T-2
-        decay_after = torch.cat([A_bar[1:].flip(0).cumprod(0).flip(0), torch.ones_like(A_bar[:1])])[:last]
-        contributions = decay_after * delta[..., None] * B[:, None, :] * x[..., None]  # c [T-1, Di, N]
-        kept = (~blocked_row[:, :last]).to(contributions.dtype)  # [K, T-1]
-        state = (kept @ contributions.flatten(1)).view(len(kept), *contributions.shape[1:])  # [K, Di, N]
-        delta_t, x_t = tail.delta[:, 0], tail.x[:, 0].float()  # [K, Di]
-        own = delta_t[..., None] * tail.B[:, 0, None, :].float() * x_t[..., None]  # [K, Di, N]
+        decay_after = torch.cat([A_bar[:, 1:].flip(1).cumprod(1).flip(1), torch.ones_like(A_bar[:, :1])], dim=1)
+        contributions = decay_after[:, :last] * delta[..., None] * B[:, :, None, :] * x[..., None]  # [P, T-1, Di, N]
+        kept = (~blocked_row[:, :last]).to(contributions.dtype)  # [A, T-1]
+        state = rows.per_prompt_matmul(kept, contributions.flatten(2)).view(len(kept), *contributions.shape[2:])
+        delta_t, x_t = tail.delta[:, 0], tail.x[:, 0].float()  # [A, Di]
+        own = delta_t[..., None] * tail.B[:, 0, None, :].float() * x_t[..., None]  # [A, Di, N]
         state = torch.exp(delta_t[..., None] * self.A) * state + (~blocked_row[:, last, None, None]) * own
-        y = torch.einsum("kdn,kn->kd", state, tail.C[:, 0].float()) + x_t * self.D.float()
+        y = torch.einsum("adn,an->ad", state, tail.C[:, 0].float()) + x_t * self.D.float()
         return y[..., None]
 
     def project(self, mixed: torch.Tensor, p: Mamba1Inputs) -> torch.Tensor:

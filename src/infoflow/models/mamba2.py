@@ -23,7 +23,7 @@ from transformers import PretrainedConfig
 
 from infoflow.knockout.spec import KnockoutMode
 from infoflow.models import mamba1
-from infoflow.models.base import Block, CausalLM, MixingTerms, RMSNorm, TokenMixer
+from infoflow.models.base import Block, CausalLM, MixingTerms, RMSNorm, TailRows, TokenMixer
 from infoflow.models.ssm import blocked_sources, remove_positions, segsum, silu_conv, with_conv_lookback
 
 
@@ -109,9 +109,9 @@ class Mamba2Mixer(TokenMixer):
         x, B, C = self.conv_inputs(xBC_raw)
         return Mamba2Inputs(xBC_raw=xBC_raw, z=z, x=x, delta=delta, B=B, C=C)
 
-    def prepare_tail(self, hidden_tail: torch.Tensor, prefix: Mamba2Inputs, start: int) -> Mamba2Inputs:
+    def prepare_tail(self, hidden_tail: torch.Tensor, prefix: Mamba2Inputs, start: int, rows: TailRows) -> Mamba2Inputs:
         z, xBC_raw, delta = self.projections(hidden_tail)
-        window, lookback = with_conv_lookback(prefix.xBC_raw, xBC_raw, start, self.conv1d)
+        window, lookback = with_conv_lookback(prefix.xBC_raw, xBC_raw, start, self.conv1d, rows)
         x, B, C = (v[:, lookback:] for v in self.conv_inputs(window))
         return Mamba2Inputs(xBC_raw=xBC_raw, z=z, x=x, delta=delta, B=B, C=C)
 

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from infoflow.models.base import TailRows
+
 
 def causal_conv1d(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     """Depthwise causal convolution over time: x [B, T, C] -> [B, T, C].
@@ -55,9 +57,11 @@ def silu_conv(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     return F.silu(causal_conv1d(x, conv))
 
 
-def with_conv_lookback(prefix_raw: torch.Tensor, tail_raw: torch.Tensor, start: int, conv: nn.Conv1d) -> tuple:
-    """The conv inputs a tail needs: the last ``kernel - 1`` clean positions before ``start`` (prefix_raw
-    [1, T, C], broadcast) then the tail's own [K, R, C]. Returns ([K, lookback + R, C], lookback)."""
+def with_conv_lookback(
+    prefix_raw: torch.Tensor, tail_raw: torch.Tensor, start: int, conv: nn.Conv1d, rows: TailRows
+) -> tuple[torch.Tensor, int]:
+    """The conv inputs of tail rows: the last ``kernel - 1`` clean positions before ``start`` of each row's
+    prompt (prefix_raw [P, T, C]) then the rows' own [A, R, C]. Returns ([A, lookback + R, C], lookback)."""
     lookback = min(start, conv.kernel_size[0] - 1)
-    head = prefix_raw[:, start - lookback : start].expand(tail_raw.shape[0], -1, -1)
+    head = rows.gather(prefix_raw[:, start - lookback : start])
     return torch.cat([head, tail_raw], dim=1), lookback
