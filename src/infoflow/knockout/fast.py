@@ -242,7 +242,7 @@ class FastEngine(Engine):
         rows = TailRows.of([local[tail.prompt] for tail in tails], len(present), self.device)
         prompts = torch.tensor([tail.prompt for tail in tails], device=self.device)  # [A] rows of the clean run
         present_index = torch.tensor(present, device=self.device) if len(present) < clean.n_prompts else None
-        blocked = torch.stack([tail.blocked for tail in tails])  # [A, T, T]
+        plan = TailPlan.of(self, tails)
         first_layers = [tail.first_layer for tail in tails]
         hidden = clean.stream[0][:0, start:]  # [A, T - start, D], A grows as knockouts join
         joined = 0
@@ -256,35 +256,63 @@ class FastEngine(Engine):
                 prefix = batch_rows(prefix, present_index)
             active = rows.head(joined)
             tail = block.mixer.prepare_tail(block.mixer_norm(hidden), prefix, start, active)
-            layer_rows = self.layer_rows(layer, tails[:joined], blocked[:joined], mode, strict)
-            mixed = tail_mixing(block.mixer, prefix, tail, layer_rows, start, active)
+            mixed = tail_mixing(block.mixer, prefix, tail, plan.layer_rows(layer, joined, mode, strict), start, active)
             hidden = block.add_mlp(hidden + block.mixer.project(mixed, tail))
         logits = self.model.lm_head(self.model.final_norm(hidden[:, -1:]))
         return last_token_probabilities(logits)
-
-    def layer_rows(
-        self, layer: int, tails: Sequence[Tail], blocked: torch.Tensor, mode: KnockoutMode, strict: bool
-    ) -> LayerRows:
-        """Layer ``layer``'s view of the rows: rows whose window misses it block nothing there; a layer no
-        row knocks mixes as the clean run does (zero-attention)."""
-        knocked = [layer in tail.layers for tail in tails]
-        if not any(knocked):
-            return LayerRows(torch.zeros_like(blocked), None, KnockoutMode.ZERO_ATTENTION, False)
-        if not all(knocked):
-            blocked = blocked & torch.tensor(knocked, device=self.device)[:, None, None]
-        selections = [tail.features if is_knocked else None for tail, is_knocked in zip(tails, knocked, strict=True)]
-        if all(s is None or s.category is FeatureCategory.ALL for s in selections):
-            return LayerRows(blocked, None, mode, strict)
-        table = list(dict.fromkeys(selections))  # the distinct selections, each row an index into them
-        masks = [None if s is None else self.exempt_mask(layer, s) for s in table]
-        n_features = self.model.mixer(layer).n_features
-        none_exempt = torch.zeros(n_features, dtype=torch.bool, device=self.device)
-        stacked = torch.stack([none_exempt if m is None else m for m in masks])  # [U, F]
-        index = torch.tensor([table.index(s) for s in selections], device=self.device)
-        return LayerRows(blocked, stacked[index], mode, strict)
 
     def exempt_mask(self, layer: int, selection: FeatureSelection) -> torch.Tensor | None:
         key = (layer, selection)
         if key not in self.exempt_masks:
             self.exempt_masks[key] = self.model.exempt_features(layer, selection)
         return self.exempt_masks[key]
+
+
+@dataclass(frozen=True)
+class TailPlan:
+    """What each layer does to the rows of one tail pass, as device tensors built once per pass."""
+
+    engine: FastEngine
+    blocked: torch.Tensor  # bool [A, T, T]: each row's edges
+    in_layer: torch.Tensor  # bool [L, A]: the row knocks out layer l
+    knocked_layers: frozenset[int]  # layers some row knocks out
+    selections: tuple[FeatureSelection, ...]  # the distinct feature selections that exempt features
+    selection: torch.Tensor | None  # long [A]: 1 + the row's index in ``selections``, 0 for none exempt
+
+    @classmethod
+    def of(cls, engine: FastEngine, tails: Sequence[Tail]) -> TailPlan:
+        device = engine.device
+        rows = [row for row, tail in enumerate(tails) for _ in tail.layers]
+        layers = [layer for tail in tails for layer in tail.layers]
+        in_layer = torch.zeros(engine.model.n_layers, len(tails), dtype=torch.bool)
+        in_layer[layers, rows] = True
+        exempting = [tail.features for tail in tails if tail.features.category is not FeatureCategory.ALL]
+        selections = tuple(dict.fromkeys(exempting))
+        selection = None
+        if selections:
+            index = {s: i + 1 for i, s in enumerate(selections)}
+            selection = torch.tensor([index.get(tail.features, 0) for tail in tails], device=device)
+        return cls(
+            engine=engine,
+            blocked=torch.stack([tail.blocked for tail in tails]),
+            in_layer=in_layer.to(device),
+            knocked_layers=frozenset(layers),
+            selections=selections,
+            selection=selection,
+        )
+
+    def layer_rows(self, layer: int, n_rows: int, mode: KnockoutMode, strict: bool) -> LayerRows:
+        """Layer ``layer``'s view of the first ``n_rows`` rows: a row whose window misses the layer blocks
+        nothing there; a layer no row knocks out mixes as the clean run does (zero-attention)."""
+        knocked = self.in_layer[layer, :n_rows]  # [A]
+        blocked = self.blocked[:n_rows]
+        if layer not in self.knocked_layers:
+            return LayerRows(torch.zeros_like(blocked), None, KnockoutMode.ZERO_ATTENTION, False)
+        blocked = blocked & knocked[:, None, None]
+        if self.selection is None:
+            return LayerRows(blocked, None, mode, strict)
+        n_features = self.engine.model.mixer(layer).n_features
+        none_exempt = torch.zeros(n_features, dtype=torch.bool, device=blocked.device)
+        masks = [self.engine.exempt_mask(layer, selection) for selection in self.selections]
+        table = torch.stack([none_exempt, *(none_exempt if m is None else m for m in masks)])  # [1 + U, F]
+        return LayerRows(blocked, table[self.selection[:n_rows] * knocked], mode, strict)

@@ -73,36 +73,42 @@ def batch_rows(prepared: Any, index: torch.Tensor) -> Any:
 class TailRows:
     """The prompt each of A tail rows belongs to, so that knockouts of several prompts run as one batch.
 
-    Per-prompt tensors [P, ...] (the clean run) reach the rows by ``gather``; a product of per-row weights
-    with per-prompt values runs as one batched matmul over rows padded to [P, M] (``per_prompt_matmul``).
+    Per-prompt tensors [P, ...] (the clean run) reach the rows by ``gather``. Work that combines each row with
+    its own prompt's per-prompt tensors runs on the *padded* layout [P, M, ...] (``pad``/``unpad``): row a
+    sits at [prompt[a], rank[a]], M is the most rows one prompt has, and a batched matmul over P does it all.
     """
 
     prompt: torch.Tensor  # [A] long: the row's prompt, an index into the clean run's batch
     rank: torch.Tensor  # [A] long: the row's rank among the rows of its prompt
     n_prompts: int  # P
     most_rows: int  # M: the most rows one prompt has
+    running_most: tuple[int, ...]  # running_most[i]: M of the first i + 1 rows (of the batch ``head`` came from)
 
     @classmethod
     def of(cls, prompts: Sequence[int], n_prompts: int, device: torch.device) -> TailRows:
         """Rows owned by ``prompts`` (host ints in 0..n_prompts-1), ranked in their order."""
         seen: Counter[int] = Counter()
-        ranks = []
+        ranks, running_most, most = [], [], 0
         for prompt in prompts:
             ranks.append(seen[prompt])
             seen[prompt] += 1
+            most = max(most, seen[prompt])
+            running_most.append(most)
         return cls(
             prompt=torch.tensor(list(prompts), dtype=torch.long, device=device),
             rank=torch.tensor(ranks, dtype=torch.long, device=device),
             n_prompts=n_prompts,
-            most_rows=max(seen.values(), default=0),
+            most_rows=most,
+            running_most=tuple(running_most),
         )
 
     def __len__(self) -> int:
         return len(self.prompt)
 
     def head(self, n_rows: int) -> TailRows:
-        """The first ``n_rows`` rows (padding keeps room for all: ``most_rows`` unchanged)."""
-        return dataclasses.replace(self, prompt=self.prompt[:n_rows], rank=self.rank[:n_rows])
+        """The first ``n_rows`` rows."""
+        most = self.running_most[n_rows - 1] if n_rows else 0
+        return TailRows(self.prompt[:n_rows], self.rank[:n_rows], self.n_prompts, most, self.running_most)
 
     def gather(self, value: torch.Tensor) -> torch.Tensor:
         """[P, ...] -> [A, ...]: each row's prompt entry (a broadcast view when P = 1)."""
@@ -110,11 +116,15 @@ class TailRows:
             return value.expand(len(self), *value.shape[1:])
         return value[self.prompt]
 
-    def per_prompt_matmul(self, weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """out[a] = weights[a] @ values[prompt[a]]: weights [A, S], values [P, S, X] -> [A, X]."""
-        padded = weights.new_zeros(self.n_prompts, self.most_rows, weights.shape[1])  # [P, M, S]
-        padded[self.prompt, self.rank] = weights
-        return torch.bmm(padded, values)[self.prompt, self.rank]
+    def pad(self, rows: torch.Tensor) -> torch.Tensor:
+        """[A, ...] -> [P, M, ...], zeros where a prompt has fewer than M rows."""
+        padded = rows.new_zeros(self.n_prompts, self.most_rows, *rows.shape[1:])
+        padded[self.prompt, self.rank] = rows
+        return padded
+
+    def unpad(self, padded: torch.Tensor) -> torch.Tensor:
+        """[P, M, ...] -> [A, ...]."""
+        return padded[self.prompt, self.rank]
 
 
 def join_positions(prefix: Any, tail: Any, start: int, rows: TailRows) -> Any:

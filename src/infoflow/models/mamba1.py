@@ -70,9 +70,10 @@ class Mamba1Mixer(TokenMixer):
         self.D = nn.Parameter(torch.ones(d_inner))
         self.out_proj = nn.Linear(d_inner, d_model, bias=proj_bias)
 
-    def selective_inputs(self, x_raw: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """x_raw [B, T, Di] -> x [B, T, Di], Delta [B, T, Di] (fp32), B [B, T, N], C [B, T, N]."""
-        x = silu_conv(x_raw, self.conv1d)
+    def selective_inputs(self, x_raw: torch.Tensor, lookback: int = 0) -> tuple[torch.Tensor, ...]:
+        """x_raw [B, T, Di] -> x [B, R, Di], Delta [B, R, Di] (fp32), B [B, R, N], C [B, R, N] at the positions
+        after the first ``lookback`` (R = T - lookback), which only feed the conv."""
+        x = silu_conv(x_raw, self.conv1d)[:, lookback:]
         dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         if self.bc_dt_norm_eps is not None:
             dt, B, C = (weightless_rms_norm(v, self.bc_dt_norm_eps) for v in (dt, B, C))
@@ -129,7 +130,7 @@ class Mamba1Mixer(TokenMixer):
     def prepare_tail(self, hidden_tail: torch.Tensor, prefix: Mamba1Inputs, start: int, rows: TailRows) -> Mamba1Inputs:
         x_raw_tail, z_tail = self.in_proj(hidden_tail).chunk(2, dim=-1)
         window, lookback = with_conv_lookback(prefix.x_raw, x_raw_tail, start, self.conv1d, rows)
-        x, delta, B, C = (v[:, lookback:] for v in self.selective_inputs(window))
+        x, delta, B, C = self.selective_inputs(window, lookback)
         return Mamba1Inputs(x_raw=x_raw_tail, z=z_tail, x=x, delta=delta, B=B, C=C)
 
     def mix_last_row(
@@ -138,8 +139,12 @@ class Mamba1Mixer(TokenMixer):
         """A decode step from the clean state with the blocked sources' contributions left out: [A, Di, 1].
 
         c[s] = (prod_{r=s+1..T-2} Abar[r]) Delta[s] B[s] x[s] is source s's part of the clean state after
-        step T-2 (per prompt, from its clean run); row a keeps h_a = sum_{s kept} c[s] of its prompt, then
-        h = Abar_a[T-1] h_a + [T-1 kept] Delta_a B_a x_a and y = C_a . h + D x_a.
+        step T-2 (per prompt, from its clean run); row a keeps h_a = sum_{s kept} c[s] of its prompt, and
+
+            y = C . (Abar_a[T-1] h_a + [T-1 kept] Delta_a B_a x_a) + D x_a
+              = sum_n C_n Abar_a[T-1, n] h_a[n] + [T-1 kept] Delta_a x_a (C . B) + D x_a.
+
+        The [Di, N] states live only in the padded layout [P, M, Di, N] of ``rows`` (one batched matmul).
         """
         last = blocked_row.shape[-1] - 1
         delta, x, B = prefix.delta[:, :last], prefix.x[:, :last].float(), prefix.B[:, :last].float()  # [P, T-1, .]
@@ -147,13 +152,14 @@ class Mamba1Mixer(TokenMixer):
         # decay_after[s] = prod_{r=s+1..T-2} Abar[r]: reversed cumulative products, 1 for s = T-2
         decay_after = torch.cat([A_bar[:, 1:].flip(1).cumprod(1).flip(1), torch.ones_like(A_bar[:, :1])], dim=1)
         contributions = decay_after[:, :last] * delta[..., None] * B[:, :, None, :] * x[..., None]  # [P, T-1, Di, N]
-        kept = (~blocked_row[:, :last]).to(contributions.dtype)  # [A, T-1]
-        state = rows.per_prompt_matmul(kept, contributions.flatten(2)).view(len(kept), *contributions.shape[2:])
+        kept = rows.pad((~blocked_row[:, :last]).to(contributions.dtype))  # [P, M, T-1]
+        state = torch.bmm(kept, contributions.flatten(2)).unflatten(-1, contributions.shape[2:])  # h [P, M, Di, N]
         delta_t, x_t = tail.delta[:, 0], tail.x[:, 0].float()  # [A, Di]
-        own = delta_t[..., None] * tail.B[:, 0, None, :].float() * x_t[..., None]  # [A, Di, N]
-        state = torch.exp(delta_t[..., None] * self.A) * state + (~blocked_row[:, last, None, None]) * own
-        y = torch.einsum("adn,an->ad", state, tail.C[:, 0].float()) + x_t * self.D.float()
-        return y[..., None]
+        B_t, C_t = tail.B[:, 0].float(), tail.C[:, 0].float()  # [A, N]
+        decayed = torch.exp(rows.pad(delta_t)[..., None] * self.A) * state  # Abar[T-1] h [P, M, Di, N]
+        carried = rows.unpad(torch.einsum("pmdn,pmn->pmd", decayed, rows.pad(C_t)))  # [A, Di]
+        own = (~blocked_row[:, last, None]) * delta_t * x_t * (C_t * B_t).sum(-1, keepdim=True)  # [A, Di]
+        return (carried + own + x_t * self.D.float())[..., None]
 
     def project(self, mixed: torch.Tensor, p: Mamba1Inputs) -> torch.Tensor:
         return self.out_proj((mixed[..., 0] * F.silu(p.z.float())).to(p.z.dtype))

@@ -88,9 +88,10 @@ class Mamba2Mixer(TokenMixer):
     def A(self) -> torch.Tensor:
         return -torch.exp(self.A_log.float())  # [H]
 
-    def conv_inputs(self, xBC_raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """xBC_raw [B, T, Di + 2 G N] -> x [B, T, H, P], B [B, T, H, N], C [B, T, H, N] (fp32)."""
-        xBC = silu_conv(xBC_raw, self.conv1d).float()
+    def conv_inputs(self, xBC_raw: torch.Tensor, lookback: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """xBC_raw [B, T, Di + 2 G N] -> x [B, R, H, P], B [B, R, H, N], C [B, R, H, N] (fp32) at the positions
+        after the first ``lookback`` (R = T - lookback), which only feed the conv."""
+        xBC = silu_conv(xBC_raw, self.conv1d)[:, lookback:].float()
         x, B, C = torch.split(xBC, [self.d_inner, self.n_groups * self.d_state, self.n_groups * self.d_state], dim=-1)
         heads_per_group = self.n_features // self.n_groups
         B, C = (
@@ -112,7 +113,7 @@ class Mamba2Mixer(TokenMixer):
     def prepare_tail(self, hidden_tail: torch.Tensor, prefix: Mamba2Inputs, start: int, rows: TailRows) -> Mamba2Inputs:
         z, xBC_raw, delta = self.projections(hidden_tail)
         window, lookback = with_conv_lookback(prefix.xBC_raw, xBC_raw, start, self.conv1d, rows)
-        x, B, C = (v[:, lookback:] for v in self.conv_inputs(window))
+        x, B, C = self.conv_inputs(window, lookback)
         return Mamba2Inputs(xBC_raw=xBC_raw, z=z, x=x, delta=delta, B=B, C=C)
 
     def mix(self, p: Mamba2Inputs) -> torch.Tensor:
