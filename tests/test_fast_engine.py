@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -94,3 +97,23 @@ def test_prompts_batched_by_length_match_one_by_one(tiny_model):
     reference = ReferenceEngine(tiny_model)
     for (input_ids, knockouts), fast in zip(requests, batched, strict=True):
         assert (fast - reference.probabilities(input_ids, knockouts)).abs().max().item() <= TOLERANCE
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_fast_engine_on_cuda_matches_reference(tiny_model):
+    """On a GPU (fused Mamba-1 read-out, batch sized from free memory): the info-flow sweep of several prompts,
+    with feature categories on state-space models, gives the reference engine's numbers."""
+    model = copy.deepcopy(tiny_model).to("cuda")
+    generator = torch.Generator().manual_seed(3)
+    categories = list(FeatureCategory) if model.is_ssm else [FeatureCategory.ALL]
+    last = 6
+    knockouts = [
+        Knockout.between([last], sources, range(start, start + 2), features=FeatureSelection(category))
+        for sources in ([1, 2], [0, 3, 4, 5, 6], [last], [0])
+        for start in range(N_LAYERS - 1)
+        for category in categories
+    ]
+    requests = [(torch.randint(0, TINY_VOCAB, (7,), generator=generator), [None, *knockouts]) for _ in range(5)]
+    reference = ReferenceEngine(model)
+    for (input_ids, plan), fast in zip(requests, FastEngine(model).probabilities_many(requests), strict=True):
+        assert (fast - reference.probabilities(input_ids, plan)).abs().max().item() <= TOLERANCE

@@ -23,6 +23,7 @@ from transformers import PretrainedConfig
 
 from infoflow.knockout.spec import KnockoutMode
 from infoflow.models.base import Block, CausalLM, MixingTerms, RMSNorm, TailRows, TokenMixer
+from infoflow.models.decode_readout import decayed_readout
 from infoflow.models.families import renamer
 from infoflow.models.ssm import (
     blocked_sources,
@@ -153,11 +154,14 @@ class Mamba1Mixer(TokenMixer):
         decay_after = torch.cat([A_bar[:, 1:].flip(1).cumprod(1).flip(1), torch.ones_like(A_bar[:, :1])], dim=1)
         contributions = decay_after[:, :last] * delta[..., None] * B[:, :, None, :] * x[..., None]  # [P, T-1, Di, N]
         kept = rows.pad((~blocked_row[:, :last]).to(contributions.dtype))  # [P, M, T-1]
-        state = torch.bmm(kept, contributions.flatten(2)).unflatten(-1, contributions.shape[2:])  # h [P, M, Di, N]
+        state = torch.bmm(kept, contributions.flatten(2))  # h [P, M, Di * N]
         delta_t, x_t = tail.delta[:, 0], tail.x[:, 0].float()  # [A, Di]
         B_t, C_t = tail.B[:, 0].float(), tail.C[:, 0].float()  # [A, N]
-        decayed = torch.exp(rows.pad(delta_t)[..., None] * self.A) * state  # Abar[T-1] h [P, M, Di, N]
-        carried = rows.unpad(torch.einsum("pmdn,pmn->pmd", decayed, rows.pad(C_t)))  # [A, Di]
+        # carried[a, d] = sum_n C[a, n] exp(Delta[a, d] A[d, n]) h[a, d, n], over the padded rows P * M
+        n_padded = kept.shape[0] * kept.shape[1]
+        state, delta_padded, C_padded = state.view(n_padded, *self.A.shape), rows.pad(delta_t), rows.pad(C_t)
+        carried = decayed_readout(state, delta_padded.view(n_padded, -1), C_padded.view(n_padded, -1), self.A)
+        carried = rows.unpad(carried.unflatten(0, kept.shape[:2]))  # [A, Di]
         own = (~blocked_row[:, last, None]) * delta_t * x_t * (C_t * B_t).sum(-1, keepdim=True)  # [A, Di]
         return (carried + own + x_t * self.D.float())[..., None]
 
