@@ -26,7 +26,15 @@ import torch
 
 from infoflow.knockout.engine import Engine, TargetScores, last_token_probabilities
 from infoflow.knockout.spec import FeatureCategory, FeatureSelection, Knockout, KnockoutMode
-from infoflow.models.base import CausalLM, TailRows, TokenMixer, batch_rows, join_positions, repeat_batch
+from infoflow.models.base import (
+    CausalLM,
+    TailRows,
+    TokenMixer,
+    batch_rows,
+    join_positions,
+    repeat_batch,
+    to_device_async,
+)
 
 Request = tuple[torch.Tensor, Sequence[Knockout | None]]
 DEFAULT_BATCH = 256  # tail rows per pass on CPU, and the sizing pass on CUDA (see ``FastEngine``)
@@ -65,13 +73,24 @@ class Tail:
 
     prompt: int  # its prompt's index in the clean run
     slot: int  # its row in the results of all the clean run's knockouts (prompt-major)
-    blocked: torch.Tensor  # bool [T, T], shared by the knockouts with the same edges
+    edges: int  # its edge set, an index into the clean batch's blocked matrices
     layers: frozenset[int]
     features: FeatureSelection
 
     @property
     def first_layer(self) -> int:
         return min(self.layers)
+
+
+@dataclass(frozen=True)
+class TailGroup:
+    """Knockouts of a clean batch that share first target, mode and strictness, and so one tail shape."""
+
+    clean: CleanRun
+    blocked: torch.Tensor  # bool [E, T, T]: the clean batch's distinct edge sets
+    start: int  # the first target: tails compute positions start..T-1
+    mode: KnockoutMode
+    strict: bool
 
 
 @dataclass(frozen=True)
@@ -82,6 +101,14 @@ class LayerRows:
     exempt: torch.Tensor | None  # bool [A, F]: features a row leaves untouched (None: none anywhere)
     mode: KnockoutMode
     strict: bool
+
+
+def to_host_async(tensor: torch.Tensor) -> torch.Tensor:
+    """A GPU tensor copied to pinned host memory without waiting (read it after the copy's event); CPU: as is."""
+    if tensor.device.type != "cuda":
+        return tensor
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    return host.copy_(tensor, non_blocking=True)
 
 
 def tail_mixing(
@@ -142,107 +169,143 @@ class FastEngine(Engine):
         self.max_batch = max_batch
         self.max_prompts = max_prompts
         self.exempt_masks: dict[tuple[int, FeatureSelection], torch.Tensor | None] = {}
+        self.row_bytes: dict[tuple[int, int, KnockoutMode, bool], float] = {}  # measured GPU memory per tail row
 
     def probabilities(self, input_ids: torch.Tensor, knockouts: Sequence[Knockout | None]) -> torch.Tensor:
         return self.probabilities_many([(input_ids, knockouts)])[0]
 
     def probabilities_many(self, requests: Sequence[Request]) -> list[torch.Tensor]:
         results: list[torch.Tensor] = [torch.empty(0)] * len(requests)
-        for indices, probabilities in self.clean_batches(requests):
-            for index, prompt_probabilities in zip(indices, probabilities, strict=True):
+        for indices, probabilities, counts in self.clean_batches(requests):
+            for index, prompt_probabilities in zip(indices, probabilities.split(counts), strict=True):
                 results[index] = prompt_probabilities
         return results
 
     def scores_many(
         self, requests: Sequence[tuple[torch.Tensor, int, Sequence[Knockout | None]]]
     ) -> list[TargetScores]:
-        """Scored one clean batch at a time: only one batch's [K, V] probabilities are held at once."""
-        results: list[TargetScores | None] = [None] * len(requests)
-        for indices, probabilities in self.clean_batches([(ids, knockouts) for ids, _, knockouts in requests]):
-            for index, prompt_probabilities in zip(indices, probabilities, strict=True):
-                results[index] = TargetScores.from_probabilities(prompt_probabilities, requests[index][1])
-        return [scores for scores in results if scores is not None]
+        """Scored one clean batch at a time (only one batch's [K, V] probabilities are held at once); on a GPU
+        a batch's scores are copied back while the next batch is prepared and queued."""
+        results: list[TargetScores] = [TargetScores(torch.empty(0), torch.empty(0, dtype=torch.bool))] * len(requests)
+        pending: list[tuple[list[int], list[int], torch.Tensor, torch.Tensor, torch.cuda.Event | None]] = []
+
+        def collect() -> None:
+            indices, counts, probability, top1, copied = pending.pop(0)
+            if copied is not None:
+                copied.synchronize()
+            for index, p, t in zip(indices, probability.split(counts), top1.split(counts), strict=True):
+                results[index] = TargetScores(probability=p, top1=t)
+
+        for indices, probabilities, counts in self.clean_batches([(ids, ks) for ids, _, ks in requests]):
+            targets = torch.tensor([requests[i][1] for i in indices]).repeat_interleave(torch.tensor(counts))
+            probability = probabilities.gather(1, to_device_async(targets, self.device)[:, None])[:, 0]  # [N]
+            top1 = probability >= probabilities.max(dim=-1).values  # ties count
+            probability, top1, copied = to_host_async(probability), to_host_async(top1), None
+            if self.device.type == "cuda":
+                copied = torch.cuda.Event()
+                copied.record()
+            pending.append((indices, counts, probability, top1, copied))
+            del probabilities  # [N, V]: not held while the next batch runs
+            if len(pending) > 1:
+                collect()
+        while pending:
+            collect()
+        return results
 
     @torch.no_grad()
-    def clean_batches(self, requests: Sequence[Request]) -> Iterator[tuple[list[int], list[torch.Tensor]]]:
-        """Per batch of up to ``max_prompts`` prompts of one length: their request indices and probabilities."""
+    def clean_batches(self, requests: Sequence[Request]) -> Iterator[tuple[list[int], torch.Tensor, list[int]]]:
+        """Per batch of up to ``max_prompts`` prompts of one length: their request indices, the probabilities
+        [sum K_p, V] of their knockouts (prompt-major) and the counts K_p."""
         by_length: dict[int, list[int]] = defaultdict(list)
         for index, (input_ids, _) in enumerate(requests):
             by_length[len(input_ids)].append(index)
         for indices in by_length.values():
             for first in range(0, len(indices), self.max_prompts):
                 chunk = indices[first : first + self.max_prompts]
-                prompts = torch.stack([requests[i][0].view(-1) for i in chunk]).to(self.device)
+                prompts = to_device_async(torch.stack([requests[i][0].view(-1) for i in chunk]), self.device)
                 clean = CleanRun.of(self.model, prompts)
-                yield chunk, self.knockout_probabilities(clean, [requests[i][1] for i in chunk])
+                knockouts = [requests[i][1] for i in chunk]
+                yield chunk, self.knockout_probabilities(clean, knockouts), [len(k) for k in knockouts]
 
-    def knockout_probabilities(
-        self, clean: CleanRun, knockouts: Sequence[Sequence[Knockout | None]]
-    ) -> list[torch.Tensor]:
-        """Next-token probabilities [K_p, V] of each prompt's knockouts, from the clean run of the prompts."""
+    def knockout_probabilities(self, clean: CleanRun, knockouts: Sequence[Sequence[Knockout | None]]) -> torch.Tensor:
+        """Next-token probabilities [sum K_p, V] of every prompt's knockouts (prompt-major), from the clean run
+        of the prompts."""
         seq_len = clean.stream[0].shape[1]
         counts = [len(prompt_knockouts) for prompt_knockouts in knockouts]
         # every row starts as its prompt's clean probabilities; knocked rows are overwritten below
-        results = clean.probabilities.repeat_interleave(torch.tensor(counts, device=self.device), dim=0)
-        blocked_by_edges: dict[tuple[tuple[int, int], ...], torch.Tensor] = {}
+        repeats = to_device_async(torch.tensor(counts), self.device)
+        results = clean.probabilities.repeat_interleave(repeats, dim=0, output_size=sum(counts))
+        edge_sets: dict[tuple[tuple[int, int], ...], int] = {}  # each distinct edge set, numbered
         groups: dict[tuple[int, KnockoutMode, bool], list[Tail]] = defaultdict(list)
         slot = 0
         for prompt, prompt_knockouts in enumerate(knockouts):
             for knockout in prompt_knockouts:
                 if knockout is not None and knockout.first_target is not None and knockout.layers:
                     self.model.check_knockout(knockout)
-                    if knockout.edges not in blocked_by_edges:
-                        blocked_by_edges[knockout.edges] = knockout.blocked_matrix(seq_len, self.device)
-                    tail = Tail(prompt, slot, blocked_by_edges[knockout.edges], frozenset(knockout.layers),
-                                knockout.features)  # fmt: skip
+                    edges = edge_sets.setdefault(knockout.edges, len(edge_sets))
+                    tail = Tail(prompt, slot, edges, frozenset(knockout.layers), knockout.features)
                     groups[(knockout.first_target, knockout.mode, knockout.strict)].append(tail)
                 slot += 1
+        if not groups:
+            return results
+        blocked = torch.stack([Knockout(edges, ()).blocked_matrix(seq_len) for edges in edge_sets])  # [E, T, T]
+        blocked = to_device_async(blocked, self.device)
         for (start, mode, strict), tails in groups.items():
             tails.sort(key=lambda tail: (tail.first_layer, tail.prompt))
-            self.run_in_batches(clean, tails, start, mode, strict, results)
-        return list(results.split(counts))
+            self.run_in_batches(TailGroup(clean, blocked, start, mode, strict), tails, results)
+        return results
 
-    def run_in_batches(
-        self, clean: CleanRun, tails: Sequence[Tail], start: int, mode: KnockoutMode, strict: bool, out: torch.Tensor
-    ) -> None:
+    def run_in_batches(self, group: TailGroup, tails: Sequence[Tail], out: torch.Tensor) -> None:
         """``run_tails`` over batches of rows into ``out`` [slots, V]. With ``max_batch`` None on CUDA, the
-        first batch (``DEFAULT_BATCH`` rows, present in every layer) measures the memory a row takes and sets
-        the batch to what fits in 80 % of the free memory. A CUDA out-of-memory error halves the batch and
-        retries it."""
+        first batch (``DEFAULT_BATCH`` rows, present in every layer) measures the memory a row takes, and
+        batches are then as large as fit in 80 % of the free memory. A CUDA out-of-memory error halves the
+        batch and retries it."""
         batch, done = self.max_batch or DEFAULT_BATCH, 0
-        sizing = self.max_batch is None and self.device.type == "cuda"
+        auto = self.max_batch is None and self.device.type == "cuda"
+        shape = (group.clean.stream[0].shape[1], group.start, group.mode, group.strict)
+        if auto and shape in self.row_bytes:
+            batch = self.rows_fitting(self.row_bytes[shape])
         while done < len(tails):
             chunk = tails[done : done + batch]
+            sizing = auto and shape not in self.row_bytes
             try:
                 if sizing:
                     torch.cuda.synchronize(self.device)
                     torch.cuda.reset_peak_memory_stats(self.device)
                     before = torch.cuda.memory_allocated(self.device)
-                out[[tail.slot for tail in chunk]] = self.run_tails(clean, chunk, start, mode, strict)
+                slots = to_device_async(torch.tensor([tail.slot for tail in chunk]), self.device)
+                out[slots] = self.run_tails(group, chunk)
                 if sizing:
-                    per_row = (torch.cuda.max_memory_allocated(self.device) - before) / len(chunk)
-                    free, _ = torch.cuda.mem_get_info(self.device)
-                    batch, sizing = max(batch, int(0.8 * free / max(per_row, 1.0))), False
+                    self.row_bytes[shape] = (torch.cuda.max_memory_allocated(self.device) - before) / len(chunk)
+                    batch = self.rows_fitting(self.row_bytes[shape])
             except torch.cuda.OutOfMemoryError:
                 if batch == 1:
                     raise
-                batch, sizing = max(1, batch // 2), False
+                batch = max(1, batch // 2)
+                self.row_bytes[shape] = max(self.row_bytes.get(shape, 1.0), 0.8 * self.free_memory() / batch)
                 torch.cuda.empty_cache()
                 warnings.warn(f"CUDA out of memory: knockout batch size lowered to {batch}", stacklevel=2)
                 continue
             done += len(chunk)
 
-    def run_tails(
-        self, clean: CleanRun, tails: Sequence[Tail], start: int, mode: KnockoutMode, strict: bool
-    ) -> torch.Tensor:
-        """Next-token probabilities [len(tails), V] of knockouts whose first target is ``start``; ``tails``
-        sorted by first layer. Each joins the batch at its first layer with its prompt's clean stream there."""
+    def free_memory(self) -> int:
+        """Bytes the GPU can still give: free on the device plus what torch holds cached but unused."""
+        free, _ = torch.cuda.mem_get_info(self.device)
+        return free + torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+
+    def rows_fitting(self, row_bytes: float) -> int:
+        return max(DEFAULT_BATCH, int(0.8 * self.free_memory() / max(row_bytes, 1.0)))
+
+    def run_tails(self, group: TailGroup, tails: Sequence[Tail]) -> torch.Tensor:
+        """Next-token probabilities [len(tails), V] of knockouts of ``group``; ``tails`` sorted by first layer.
+        Each joins the batch at its first layer with its prompt's clean stream there."""
+        clean, start = group.clean, group.start
         present = sorted({tail.prompt for tail in tails})
         local = {prompt: index for index, prompt in enumerate(present)}
         rows = TailRows.of([local[tail.prompt] for tail in tails], len(present), self.device)
-        prompts = torch.tensor([tail.prompt for tail in tails], device=self.device)  # [A] rows of the clean run
-        present_index = torch.tensor(present, device=self.device) if len(present) < clean.n_prompts else None
-        plan = TailPlan.of(self, tails)
+        prompts = to_device_async(torch.tensor([tail.prompt for tail in tails]), self.device)  # [A] clean run rows
+        present_index = to_device_async(torch.tensor(present), self.device) if len(present) < clean.n_prompts else None
+        plan = TailPlan.of(self, group.blocked, tails)
         first_layers = [tail.first_layer for tail in tails]
         hidden = clean.stream[0][:0, start:]  # [A, T - start, D], A grows as knockouts join
         joined = 0
@@ -256,7 +319,8 @@ class FastEngine(Engine):
                 prefix = batch_rows(prefix, present_index)
             active = rows.head(joined)
             tail = block.mixer.prepare_tail(block.mixer_norm(hidden), prefix, start, active)
-            mixed = tail_mixing(block.mixer, prefix, tail, plan.layer_rows(layer, joined, mode, strict), start, active)
+            layer_rows = plan.layer_rows(layer, joined, group.mode, group.strict)
+            mixed = tail_mixing(block.mixer, prefix, tail, layer_rows, start, active)
             hidden = block.add_mlp(hidden + block.mixer.project(mixed, tail))
         logits = self.model.lm_head(self.model.final_norm(hidden[:, -1:]))
         return last_token_probabilities(logits)
@@ -280,7 +344,8 @@ class TailPlan:
     selection: torch.Tensor | None  # long [A]: 1 + the row's index in ``selections``, 0 for none exempt
 
     @classmethod
-    def of(cls, engine: FastEngine, tails: Sequence[Tail]) -> TailPlan:
+    def of(cls, engine: FastEngine, blocked: torch.Tensor, tails: Sequence[Tail]) -> TailPlan:
+        """The plan of ``tails``, whose edge sets index ``blocked`` [E, T, T]."""
         device = engine.device
         rows = [row for row, tail in enumerate(tails) for _ in tail.layers]
         layers = [layer for tail in tails for layer in tail.layers]
@@ -291,11 +356,11 @@ class TailPlan:
         selection = None
         if selections:
             index = {s: i + 1 for i, s in enumerate(selections)}
-            selection = torch.tensor([index.get(tail.features, 0) for tail in tails], device=device)
+            selection = to_device_async(torch.tensor([index.get(tail.features, 0) for tail in tails]), device)
         return cls(
             engine=engine,
-            blocked=torch.stack([tail.blocked for tail in tails]),
-            in_layer=in_layer.to(device),
+            blocked=blocked[to_device_async(torch.tensor([tail.edges for tail in tails]), device)],
+            in_layer=to_device_async(in_layer, device),
             knocked_layers=frozenset(layers),
             selections=selections,
             selection=selection,

@@ -59,6 +59,14 @@ def repeat_batch(prepared: Any, repeats: int) -> Any:
     return dataclasses.replace(prepared, **changes)
 
 
+def to_device_async(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on ``device``; to a GPU through pinned memory without waiting for the queued GPU work (a
+    plain copy from pageable memory would wait, and leave the GPU idle while the host prepares what is next)."""
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def batch_rows(prepared: Any, index: torch.Tensor) -> Any:
     """Batch entries ``index`` [P'] of every tensor field of a prepared-inputs dataclass."""
     changes = {
@@ -95,8 +103,8 @@ class TailRows:
             most = max(most, seen[prompt])
             running_most.append(most)
         return cls(
-            prompt=torch.tensor(list(prompts), dtype=torch.long, device=device),
-            rank=torch.tensor(ranks, dtype=torch.long, device=device),
+            prompt=to_device_async(torch.tensor(list(prompts), dtype=torch.long), device),
+            rank=to_device_async(torch.tensor(ranks, dtype=torch.long), device),
             n_prompts=n_prompts,
             most_rows=most,
             running_most=tuple(running_most),
@@ -186,7 +194,7 @@ class TokenMixer(nn.Module, ABC):
         seq_len = blocked_row.shape[-1]
         blocked = torch.zeros(len(blocked_row), seq_len, seq_len, dtype=torch.bool, device=blocked_row.device)
         blocked[:, -1] = blocked_row
-        last = torch.tensor([seq_len - 1], device=blocked_row.device)
+        last = torch.arange(seq_len - 1, seq_len, device=blocked_row.device)
         return self.terms(join_positions(prefix, tail, seq_len - 1, rows), blocked, rows=last).mixed()[:, 0]
 
     @abstractmethod

@@ -149,10 +149,10 @@ class Mamba1Mixer(TokenMixer):
         """
         last = blocked_row.shape[-1] - 1
         delta, x, B = prefix.delta[:, :last], prefix.x[:, :last].float(), prefix.B[:, :last].float()  # [P, T-1, .]
-        A_bar = torch.exp(delta[..., None] * self.A)  # [P, T-1, Di, N]
-        # decay_after[s] = prod_{r=s+1..T-2} Abar[r]: reversed cumulative products, 1 for s = T-2
-        decay_after = torch.cat([A_bar[:, 1:].flip(1).cumprod(1).flip(1), torch.ones_like(A_bar[:, :1])], dim=1)
-        contributions = decay_after[:, :last] * delta[..., None] * B[:, :, None, :] * x[..., None]  # [P, T-1, Di, N]
+        # prod_{r=s+1..T-2} Abar[r] = exp(A sum_{r=s+1..T-2} Delta[r]): suffix sums of Delta, 0 for s = T-2
+        after = torch.cat([delta[:, 1:].flip(1).cumsum(1).flip(1), torch.zeros_like(delta[:, :1])], dim=1)[:, :last]
+        inputs = (delta * x)[..., None] * B[:, :, None, :]  # Delta[s] B[s] x[s] [P, T-1, Di, N]
+        contributions = torch.exp(after[..., None] * self.A) * inputs  # [P, T-1, Di, N]
         kept = rows.pad((~blocked_row[:, :last]).to(contributions.dtype))  # [P, M, T-1]
         state = torch.bmm(kept, contributions.flatten(2))  # h [P, M, Di * N]
         delta_t, x_t = tail.delta[:, 0], tail.x[:, 0].float()  # [A, Di]
