@@ -27,7 +27,15 @@ from infoflow.knockout.spec import Knockout
 from infoflow.models import load_model
 from infoflow.models.load import LoadedModel
 from infoflow.store import ResultsStore
-from tests.cli_support import FLOW_KEYS, MODEL, SYNTHETIC_IDS, invoke, wide_consoles, write_facts_csv
+from tests.cli_support import (
+    FLOW_KEYS,
+    MODEL,
+    SYNTHETIC_IDS,
+    assert_rows_match,
+    invoke,
+    wide_consoles,
+    write_facts_csv,
+)
 
 FLOW = ["info-flow", "-m", MODEL, "-w", "4", "--source", "subject", "--source", "last", "-q"]  # 5 windows
 
@@ -234,8 +242,7 @@ def test_resume_after_ctrl_c(dataset: Path, tmp_path: Path, monkeypatch: pytest.
     final = frame_of(store, run.run_id)
     assert not final.duplicated(FLOW_KEYS).any()
     assert final[FLOW_KEYS].equals(expected[FLOW_KEYS])
-    for column in ("p", "diff", "p0"):
-        assert final[column].to_numpy() == pytest.approx(expected[column].to_numpy(), abs=1e-6)
+    assert_rows_match(final, expected)  # chunks of one prompt batch other rows together: fp32 noise
     assert final["hit"].equals(expected["hit"])
     assert partial.set_index(FLOW_KEYS)["p"].equals(
         final.set_index(FLOW_KEYS).loc[partial.set_index(FLOW_KEYS).index, "p"]

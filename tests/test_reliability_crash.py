@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from infoflow.cli import app
 from infoflow.store import ResultsStore
+from tests.cli_support import assert_rows_match
 
 KILLS = 5
 N_PROMPTS = 40
@@ -97,13 +98,7 @@ def test_kill_9_at_random_moments_loses_nothing(tmp_path: Path) -> None:
     assert not rows.duplicated(keys).any()
     assert rows["prompt_id"].nunique() == N_PROMPTS
     assert errors.empty and expected_errors.empty
-    # fp32 noise only: chunks of other sizes and other thread counts sum in another order (engine contract: 1e-5);
-    # diff = (p - p0) / p0 * 100 is in percent, so its noise is 100 / p0 times larger
-    noisy = {"diff": 1e-3 / expected_rows["p0"].min()}
-    for column in rows.columns:
-        pd.testing.assert_series_equal(
-            rows[column], expected_rows[column], check_exact=False, rtol=1e-5, atol=noisy.get(column, 1e-6)
-        )
+    assert_rows_match(rows, expected_rows)  # chunks of other sizes, other thread counts: fp32 noise
 
 
 def test_empty_file_left_by_a_crash_while_creating_is_a_new_store(tmp_path: Path) -> None:
