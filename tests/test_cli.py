@@ -206,6 +206,19 @@ def test_attention(dataset: Path, store: Path, gpt2: LoadedModel) -> None:
 # --- resume after Ctrl-C ---
 
 
+def test_batch_size_changes_speed_not_rows(dataset: Path, tmp_path: Path) -> None:
+    """--batch-size auto (the default), 3 rows per tail pass, and a bad value: same rows, or a clear error."""
+    args = [*FLOW, "-d", dataset, "--filter", "ids(0, 1, 2)"]
+    invoke(*args, "--store", tmp_path / "auto.duckdb", "--batch-size", "auto")
+    invoke(*args, "--store", tmp_path / "small.duckdb", "--batch-size", "3")
+    auto, small = (frame_of(tmp_path / f"{name}.duckdb", only_run(tmp_path / f"{name}.duckdb", "info_flow"))
+                   for name in ("auto", "small"))  # fmt: skip
+    assert len(auto) == 3 * 2 * 5
+    assert_rows_match(small.sort_values(FLOW_KEYS, ignore_index=True), auto.sort_values(FLOW_KEYS, ignore_index=True))
+    error = " ".join(invoke(*args, "--batch-size", "many", code=2).output.replace("│", " ").split())
+    assert "Invalid value for '--batch-size': expected a positive number of rows or 'auto'" in error
+
+
 def test_resume_after_ctrl_c(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     args = [*FLOW, "-d", dataset, "--filter", "ids(0, 1, 2, 3, 5)"]
     invoke(*args, "--store", tmp_path / "straight.duckdb")  # uninterrupted, default chunks

@@ -45,7 +45,27 @@ Limit = Annotated[int | None, typer.Option("--limit", "-n", min=1, help="At most
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the prompt sample.")]
 Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")]
 Dtype = Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")]
-BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Knockouts per batched tail pass (fast engine).")]
+
+
+def parse_batch_size(text: str) -> int | None:
+    """``--batch-size``: a positive number of rows, or auto (None)."""
+    if text == "auto":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise typer.BadParameter(f"expected a positive number of rows or 'auto', got {text!r}")
+    return int(text)
+
+
+BatchSize = Annotated[
+    int | None,
+    typer.Option(
+        "--batch-size",
+        parser=parse_batch_size,
+        metavar="N|auto",
+        help="Knockout rows per batched tail pass (fast engine); auto: 256 on a CPU, as many as fit on a GPU "
+        "\\[default: auto].",
+    ),
+]
 EngineOption = Annotated[str, typer.Option("--engine", help="fast (default) or reference (one forward per knockout).")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 RayAddress = Annotated[
@@ -74,7 +94,7 @@ class Setup:
     store: Path | None
     device: str
     dtype: str
-    batch_size: int
+    batch_size: int | None
     engine: str
     quiet: bool
     ray: str | None = None
@@ -204,7 +224,7 @@ def evaluate_command(
     store: StoreOption = None,
     device: Device = "cpu",
     dtype: Dtype = "float32",
-    batch_size: BatchSize = 256,
+    batch_size: BatchSize = None,
     engine: EngineOption = "fast",
     quiet: Quiet = False,
     ray: RayAddress = None,
@@ -247,7 +267,7 @@ def info_flow_command(
     store: StoreOption = None,
     device: Device = "cpu",
     dtype: Dtype = "float32",
-    batch_size: BatchSize = 256,
+    batch_size: BatchSize = None,
     engine: EngineOption = "fast",
     quiet: Quiet = False,
     ray: RayAddress = None,
@@ -293,7 +313,7 @@ def heatmap_command(
     store: StoreOption = None,
     device: Device = "cpu",
     dtype: Dtype = "float32",
-    batch_size: BatchSize = 256,
+    batch_size: BatchSize = None,
     engine: EngineOption = "fast",
     quiet: Quiet = False,
     ray: RayAddress = None,
@@ -548,7 +568,7 @@ def figures(
     seed: Seed = 0,
     device: Device = "cpu",
     dtype: Dtype = "float32",
-    batch_size: BatchSize = 256,
+    batch_size: BatchSize = None,
     quiet: Quiet = False,
 ) -> None:
     """The papers' figure set: runs what the store lacks, then draws info-flow, feature-category, window-size,

@@ -24,8 +24,8 @@ from infoflow.models.load import LoadedModel
 RESTARTS = 3  # restarts of a dead worker, and retries of each chunk it was running
 
 
-def make_engine(name: str, model: CausalLM, batch_size: int) -> Engine:
-    """The engine ``name`` (fast or reference) on ``model``."""
+def make_engine(name: str, model: CausalLM, batch_size: int | None) -> Engine:
+    """The engine ``name`` (fast or reference) on ``model``; ``batch_size`` None: the fast engine sizes it."""
     from infoflow.knockout.fast import FastEngine
     from infoflow.knockout.reference import ReferenceEngine
 
@@ -44,7 +44,7 @@ class WorkerSpec:
     device: str = "cpu"
     dtype: str = "float32"
     engine: str = "fast"
-    batch_size: int = 256
+    batch_size: int | None = None
 
 
 class ChunkWorker:

@@ -41,7 +41,7 @@ class FigureSetOptions:
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float32"
-    batch_size: int = 256
+    batch_size: int | None = None  # tail rows per pass; None: the fast engine sizes it
     show_progress: bool = True
 
     def filter_expression(self, models: Sequence[str]) -> str:
