@@ -66,6 +66,26 @@ def test_knockouts_of_several_prompts_batched_together(tiny_model, data):
         assert (fast - reference.probabilities(input_ids, knockouts)).abs().max().item() <= TOLERANCE
 
 
+def test_out_of_memory_halves_the_batch_and_loses_nothing(tiny_model, monkeypatch):
+    """A tail pass that runs out of GPU memory is retried in halves (with a warning) until it fits."""
+    passes = []
+    real_run_tails = FastEngine.run_tails
+
+    def run_tails(self, group, tails):
+        passes.append(len(tails))
+        if len(tails) > 5:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real_run_tails(self, group, tails)
+
+    monkeypatch.setattr(FastEngine, "run_tails", run_tails)
+    input_ids = torch.tensor([3, 14, 15, 9, 26, 5, 35])
+    knockouts = [Knockout.between([6], [s], range(w, w + 2)) for s in range(7) for w in range(N_LAYERS - 1)]
+    with pytest.warns(UserWarning, match="knockout batch size lowered to 4"):
+        fast = FastEngine(tiny_model, max_batch=16).probabilities(input_ids, knockouts)
+    assert passes[:3] == [16, 8, 4] and max(passes[3:]) <= 4 and sum(passes[2:]) == len(knockouts)
+    assert (fast - ReferenceEngine(tiny_model).probabilities(input_ids, knockouts)).abs().max().item() <= TOLERANCE
+
+
 def test_info_flow_sweep_with_target_last(tiny_model):
     """The paper's sweep shape: last <- {subject, relation, last, first} in every window of size 2."""
     input_ids = torch.tensor([3, 14, 15, 9, 26, 5, 35])

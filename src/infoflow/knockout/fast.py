@@ -282,8 +282,10 @@ class FastEngine(Engine):
                 if batch == 1:
                     raise
                 batch = max(1, batch // 2)
-                self.row_bytes[shape] = max(self.row_bytes.get(shape, 1.0), 0.8 * self.free_memory() / batch)
-                torch.cuda.empty_cache()
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if auto:  # later passes of this shape start from the lowered size
+                    self.row_bytes[shape] = 0.8 * self.free_memory() / batch
                 warnings.warn(f"CUDA out of memory: knockout batch size lowered to {batch}", stacklevel=2)
                 continue
             done += len(chunk)
