@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -461,3 +463,11 @@ def test_help_lists_the_commands() -> None:
     output = invoke("--help").output
     for command in ("evaluate", "info-flow", "heatmap", "attention", "runs", "report", "plot", "presets", "demo"):
         assert command in output
+
+
+def test_command_line_starts_without_torch() -> None:
+    """`infoflow --help` and argument errors answer at once: importing the CLI loads neither torch nor
+    transformers (each command imports what it runs)."""
+    code = "import sys, infoflow.cli; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

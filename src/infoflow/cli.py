@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from infoflow.data.spans import TokenType
-from infoflow.experiments.selection import choose_prompts, describe_selection
+from infoflow.experiments.filters import describe_selection
 from infoflow.knockout.spec import FeatureCategory, KnockoutMode, default_window_size
 
 app = typer.Typer(
@@ -165,6 +165,7 @@ def run_command(function, *args, **kwargs):
 
 
 def selected(context, prompts, expression: str, limit: int | None, seed: int) -> list:
+    from infoflow.experiments.selection import choose_prompts
 
     chosen = choose_prompts(context, prompts, expression, limit, seed)
     if not chosen:

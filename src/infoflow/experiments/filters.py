@@ -196,3 +196,13 @@ def save_preset(name: str, expression: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(presets, indent=2, sort_keys=True))
     return path
+
+
+def describe_selection(expression: str, limit: int | None, seed: int) -> str:
+    """How a run's prompts were chosen, as recorded in its manifest."""
+    return expression if limit is None else f"{expression} | sample {limit} (seed {seed})"
+
+
+def describe_candidates(selection: str, n_candidates: int, seed: int) -> str:
+    """A selection made among a seeded sample of candidate prompts, as recorded in the manifest."""
+    return f"{selection} among {n_candidates} candidates (seed {seed})"

@@ -52,17 +52,7 @@ def choose_prompts(
     return [by_id[i] for i in sample(chosen, limit, seed)]
 
 
-def describe_selection(expression: str, limit: int | None, seed: int) -> str:
-    """How a run's prompts were chosen, as recorded in its manifest."""
-    return expression if limit is None else f"{expression} | sample {limit} (seed {seed})"
-
-
 def sample_prompts(prompts: Sequence[FactPrompt], n: int | None, seed: int) -> list[FactPrompt]:
     """``n`` prompts drawn with ``seed`` (by prompt id, as ``filters.sample``); all of them when ``n`` is None."""
     by_id = {prompt.prompt_id: prompt for prompt in prompts}
     return [by_id[i] for i in sample(by_id, n, seed)]
-
-
-def describe_candidates(selection: str, n_candidates: int, seed: int) -> str:
-    """A selection made among a seeded sample of candidate prompts, as recorded in the manifest."""
-    return f"{selection} among {n_candidates} candidates (seed {seed})"

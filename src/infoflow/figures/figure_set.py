@@ -18,9 +18,10 @@ from pathlib import Path
 
 from infoflow.data import FactPrompt, load_dataset
 from infoflow.experiments.experiments import evaluate, heatmap, info_flow
+from infoflow.experiments.filters import describe_candidates, describe_selection
 from infoflow.experiments.plans import InfoFlowParams
 from infoflow.experiments.runner import RunContext
-from infoflow.experiments.selection import choose_prompts, describe_candidates, describe_selection, sample_prompts
+from infoflow.experiments.selection import choose_prompts, sample_prompts
 from infoflow.knockout.fast import FastEngine
 from infoflow.knockout.spec import FeatureCategory, default_window_size
 from infoflow.models import LoadedModel, load_model

@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where a tensor is made, so that the command line starts without it
+    import torch
 
 
 class KnockoutMode(StrEnum):
@@ -60,6 +62,8 @@ class FeatureSelection:
 
     def exempt_mask(self, decay_norms: torch.Tensor | None) -> torch.Tensor | None:
         """Bool [F], True = exempt, from per-feature decay norms [F]; None when nothing is exempt."""
+        import torch
+
         if self.category is FeatureCategory.ALL:
             return None
         if decay_norms is None:
@@ -119,6 +123,8 @@ class Knockout:
 
     def blocked_matrix(self, seq_len: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """Bool [T, T]: ``blocked[t, s]`` for the causal edges (s <= t) of this knockout."""
+        import torch
+
         out_of_range = [(t, s) for t, s in self.edges if t >= seq_len or s >= seq_len]
         if out_of_range:
             raise ValueError(f"edges {out_of_range[:3]} lie outside a prompt of {seq_len} tokens")
