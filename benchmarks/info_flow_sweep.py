@@ -24,6 +24,7 @@ from benchmarks.shapes import SHAPES
 from infoflow.knockout.fast import FastEngine
 from infoflow.knockout.reference import ReferenceEngine
 from infoflow.knockout.spec import Knockout, window_starts
+from infoflow.models.base import CausalLM
 from infoflow.models.random_init import random_model
 
 
@@ -54,29 +55,39 @@ def seconds_per_call(function: Callable[[], object], device: torch.device, calls
     return (time.perf_counter() - begin) / calls
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every sweep benchmark shares: shape, sweep, prompts, device and dtype, batch size."""
     parser.add_argument("--shape", choices=sorted(SHAPES), default="mamba1-130m")
     parser.add_argument("--sweep", choices=["info-flow", "heatmap"], default="info-flow")
-    parser.add_argument("--prompts", type=int, default=4, help="prompts timed with the fast engine")
-    parser.add_argument("--reference-prompts", type=int, default=1, help="prompts timed with the reference")
-    parser.add_argument(
-        "--reference-knockouts", type=int, default=None, help="knockouts per prompt timed with the reference (all)"
-    )
     parser.add_argument("--tokens", type=int, default=12, help="prompt length")
     parser.add_argument("--window-size", type=int, default=9)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--max-batch", type=int, default=None, help="knockout rows per tail pass (auto)")
+
+
+def sweep_setup(args: argparse.Namespace) -> tuple[CausalLM, list[torch.Tensor], list[Knockout]]:
+    """A random-weight model of ``args.shape``, ``args.prompts`` random prompts and the sweep's knockouts."""
+    model = random_model(SHAPES[args.shape](), dtype=getattr(torch, args.dtype), device=torch.device(args.device))
+    generator = torch.Generator().manual_seed(0)
+    vocab = model.lm_head.out_features
+    prompts = [torch.randint(0, vocab, (args.tokens,), generator=generator) for _ in range(args.prompts)]
+    return model, prompts, sweep_knockouts(args.tokens, model.n_layers, args.window_size, args.sweep)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_sweep_arguments(parser)
+    parser.add_argument("--prompts", type=int, default=4, help="prompts timed with the fast engine")
+    parser.add_argument("--reference-prompts", type=int, default=1, help="prompts timed with the reference")
+    parser.add_argument(
+        "--reference-knockouts", type=int, default=None, help="knockouts per prompt timed with the reference (all)"
+    )
     parser.add_argument("--max-prompts", type=int, default=64, help="prompts per clean pass")
     args = parser.parse_args()
 
     device = torch.device(args.device)
-    model = random_model(SHAPES[args.shape](), dtype=getattr(torch, args.dtype), device=device)
-    generator = torch.Generator().manual_seed(0)
-    vocab = model.lm_head.out_features
-    prompts = [torch.randint(0, vocab, (args.tokens,), generator=generator) for _ in range(args.prompts)]
-    knockouts = sweep_knockouts(args.tokens, model.n_layers, args.window_size, args.sweep)
+    model, prompts, knockouts = sweep_setup(args)
     sampled = knockouts[: args.reference_knockouts]  # the reference costs one full forward whichever knockout
     fast = FastEngine(model, max_batch=args.max_batch, max_prompts=args.max_prompts)
     reference = ReferenceEngine(model)

@@ -13,11 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from benchmarks.info_flow_sweep import sweep_knockouts
-from benchmarks.shapes import SHAPES
-from infoflow.knockout.fast import CleanRun, FastEngine, Tail
-from infoflow.knockout.spec import KnockoutMode
-from infoflow.models.random_init import random_model
+from benchmarks.info_flow_sweep import add_sweep_arguments, sweep_setup
+from infoflow.knockout.fast import FastEngine, Tail, TailGroup
 
 
 class CountingEngine(FastEngine):
@@ -25,31 +22,20 @@ class CountingEngine(FastEngine):
 
     batches: list[int]
 
-    def run_tails(
-        self, clean: CleanRun, tails: Sequence[Tail], start: int, mode: KnockoutMode, strict: bool
-    ) -> torch.Tensor:
+    def run_tails(self, group: TailGroup, tails: Sequence[Tail]) -> torch.Tensor:
         self.batches.append(len(tails))
-        return super().run_tails(clean, tails, start, mode, strict)
+        return super().run_tails(group, tails)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="mamba1-130m")
-    parser.add_argument("--sweep", choices=["info-flow", "heatmap"], default="info-flow")
-    parser.add_argument("--prompts", type=int, default=64)
-    parser.add_argument("--tokens", type=int, default=12)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--max-batch", type=int, default=None)
+    add_sweep_arguments(parser)
+    parser.add_argument("--prompts", type=int, default=64, help="prompts: one clean batch")
     parser.add_argument("--rows", type=int, default=25, help="operators listed")
     args = parser.parse_args()
 
     device = torch.device(args.device)
-    model = random_model(SHAPES[args.shape](), dtype=getattr(torch, args.dtype), device=device)
-    generator = torch.Generator().manual_seed(0)
-    vocab = model.lm_head.out_features
-    prompts = [torch.randint(0, vocab, (args.tokens,), generator=generator) for _ in range(args.prompts)]
-    knockouts = sweep_knockouts(args.tokens, model.n_layers, 9, args.sweep)
+    model, prompts, knockouts = sweep_setup(args)
     engine = CountingEngine(model, max_batch=args.max_batch, max_prompts=args.prompts)
     requests = [(p, 0, [None, *knockouts]) for p in prompts]
     engine.batches = []
