@@ -30,8 +30,8 @@ from infoflow.models.ssm import (
     remove_positions,
     segsum,
     silu_conv,
+    tail_silu_conv,
     weightless_rms_norm,
-    with_conv_lookback,
 )
 
 
@@ -71,10 +71,12 @@ class Mamba1Mixer(TokenMixer):
         self.D = nn.Parameter(torch.ones(d_inner))
         self.out_proj = nn.Linear(d_inner, d_model, bias=proj_bias)
 
-    def selective_inputs(self, x_raw: torch.Tensor, lookback: int = 0) -> tuple[torch.Tensor, ...]:
-        """x_raw [B, T, Di] -> x [B, R, Di], Delta [B, R, Di] (fp32), B [B, R, N], C [B, R, N] at the positions
-        after the first ``lookback`` (R = T - lookback), which only feed the conv."""
-        x = silu_conv(x_raw, self.conv1d)[:, lookback:]
+    def selective_inputs(self, x_raw: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """x_raw [B, T, Di] -> x [B, T, Di], Delta [B, T, Di] (fp32), B [B, T, N], C [B, T, N]."""
+        return self.selective_projections(silu_conv(x_raw, self.conv1d))
+
+    def selective_projections(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """x = silu(conv(x_raw)) [B, T, Di] -> x, Delta (fp32), B, C."""
         dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         if self.bc_dt_norm_eps is not None:
             dt, B, C = (weightless_rms_norm(v, self.bc_dt_norm_eps) for v in (dt, B, C))
@@ -130,8 +132,7 @@ class Mamba1Mixer(TokenMixer):
 
     def prepare_tail(self, hidden_tail: torch.Tensor, prefix: Mamba1Inputs, start: int, rows: TailRows) -> Mamba1Inputs:
         x_raw_tail, z_tail = self.in_proj(hidden_tail).chunk(2, dim=-1)
-        window, lookback = with_conv_lookback(prefix.x_raw, x_raw_tail, start, self.conv1d, rows)
-        x, delta, B, C = self.selective_inputs(window, lookback)
+        x, delta, B, C = self.selective_projections(tail_silu_conv(prefix.x_raw, x_raw_tail, start, self.conv1d, rows))
         return Mamba1Inputs(x_raw=x_raw_tail, z=z_tail, x=x, delta=delta, B=B, C=C)
 
     def mix_last_row(

@@ -24,7 +24,7 @@ from transformers import PretrainedConfig
 from infoflow.knockout.spec import KnockoutMode
 from infoflow.models import mamba1
 from infoflow.models.base import Block, CausalLM, MixingTerms, RMSNorm, TailRows, TokenMixer
-from infoflow.models.ssm import blocked_sources, remove_positions, segsum, silu_conv, with_conv_lookback
+from infoflow.models.ssm import blocked_sources, remove_positions, segsum, silu_conv, tail_silu_conv
 
 
 class GatedRMSNorm(nn.Module):
@@ -88,11 +88,15 @@ class Mamba2Mixer(TokenMixer):
     def A(self) -> torch.Tensor:
         return -torch.exp(self.A_log.float())  # [H]
 
-    def conv_inputs(self, xBC_raw: torch.Tensor, lookback: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """xBC_raw [B, T, Di + 2 G N] -> x [B, R, H, P], B [B, R, H, N], C [B, R, H, N] (fp32) at the positions
-        after the first ``lookback`` (R = T - lookback), which only feed the conv."""
-        xBC = silu_conv(xBC_raw, self.conv1d)[:, lookback:].float()
-        x, B, C = torch.split(xBC, [self.d_inner, self.n_groups * self.d_state, self.n_groups * self.d_state], dim=-1)
+    def conv_inputs(self, xBC_raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """xBC_raw [B, T, Di + 2 G N] -> x [B, T, H, P], B [B, T, H, N], C [B, T, H, N] (fp32)."""
+        return self.split_heads(silu_conv(xBC_raw, self.conv1d))
+
+    def split_heads(self, xBC: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """xBC = silu(conv(xBC_raw)) [B, T, Di + 2 G N] -> x [B, T, H, P], B, C [B, T, H, N] (fp32)."""
+        x, B, C = torch.split(
+            xBC.float(), [self.d_inner, self.n_groups * self.d_state, self.n_groups * self.d_state], dim=-1
+        )
         heads_per_group = self.n_features // self.n_groups
         B, C = (
             v.unflatten(-1, (self.n_groups, self.d_state)).repeat_interleave(heads_per_group, dim=2) for v in (B, C)
@@ -112,8 +116,7 @@ class Mamba2Mixer(TokenMixer):
 
     def prepare_tail(self, hidden_tail: torch.Tensor, prefix: Mamba2Inputs, start: int, rows: TailRows) -> Mamba2Inputs:
         z, xBC_raw, delta = self.projections(hidden_tail)
-        window, lookback = with_conv_lookback(prefix.xBC_raw, xBC_raw, start, self.conv1d, rows)
-        x, B, C = self.conv_inputs(window, lookback)
+        x, B, C = self.split_heads(tail_silu_conv(prefix.xBC_raw, xBC_raw, start, self.conv1d, rows))
         return Mamba2Inputs(xBC_raw=xBC_raw, z=z, x=x, delta=delta, B=B, C=C)
 
     def mix(self, p: Mamba2Inputs) -> torch.Tensor:

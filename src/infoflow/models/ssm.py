@@ -9,7 +9,7 @@ from torch import nn
 from infoflow.models.base import TailRows
 
 
-def causal_conv1d(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+def causal_conv1d(x: torch.Tensor, conv: nn.Conv1d, with_bias: bool = True) -> torch.Tensor:
     """Depthwise causal convolution over time: x [B, T, C] -> [B, T, C].
 
     out[t, c] = bias[c] + sum_{k=0..K-1} w[c, k] * x[t - K + 1 + k, c], with x = 0 before the prompt; as K
@@ -19,7 +19,9 @@ def causal_conv1d(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     padded = F.pad(x, (0, 0, kernel - 1, 0))  # [B, K - 1 + T, C]
     weight = conv.weight[:, 0].float()  # [C, K]
     out = sum(padded[:, k : k + seq_len].float() * weight[:, k] for k in range(kernel))  # fp32 sums
-    return (out if conv.bias is None else out + conv.bias.float()).to(x.dtype)
+    if with_bias and conv.bias is not None:
+        out = out + conv.bias.float()
+    return out.to(x.dtype)
 
 
 def segsum(x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -61,11 +63,21 @@ def silu_conv(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     return F.silu(causal_conv1d(x, conv))
 
 
-def with_conv_lookback(
+def tail_silu_conv(
     prefix_raw: torch.Tensor, tail_raw: torch.Tensor, start: int, conv: nn.Conv1d, rows: TailRows
-) -> tuple[torch.Tensor, int]:
-    """The conv inputs of tail rows: the last ``kernel - 1`` clean positions before ``start`` of each row's
-    prompt (prefix_raw [P, T, C]) then the rows' own [A, R, C]. Returns ([A, lookback + R, C], lookback)."""
-    lookback = min(start, conv.kernel_size[0] - 1)
-    head = rows.gather(prefix_raw[:, start - lookback : start])
-    return torch.cat([head, tail_raw], dim=1), lookback
+) -> torch.Tensor:
+    """silu(conv) at the positions start..T-1 of tail rows [A, R, C], whose inputs before ``start`` are their
+    prompts' clean ones (prefix_raw [P, T, C]).
+
+    The conv is linear: its output is the tail's own part (a conv of the tail alone) plus the part of the
+    clean positions before ``start``, which is the same for every row of a prompt and reaches only the first
+    K - 1 tail positions; that part is computed per prompt and gathered, not per row.
+    """
+    own = causal_conv1d(tail_raw, conv)  # [A, R, C]: x = 0 before start
+    lookback, reach = min(start, conv.kernel_size[0] - 1), min(conv.kernel_size[0] - 1, tail_raw.shape[1])
+    if lookback == 0:
+        return F.silu(own)
+    head = prefix_raw[:, start - lookback : start]  # [P, lookback, C]
+    head_only = torch.cat([head, head.new_zeros(head.shape[0], reach, head.shape[2])], dim=1)
+    clean_part = causal_conv1d(head_only, conv, with_bias=False)[:, lookback:]  # [P, reach, C]
+    return F.silu(torch.cat([own[:, :reach] + rows.gather(clean_part), own[:, reach:]], dim=1))
