@@ -337,9 +337,10 @@ class CausalLM(nn.Module):
 
     def check_knockout(self, knockout: Knockout) -> None:
         """Errors for layers this model lacks and for Mamba-only modes on attention layers."""
-        bad_layers = [layer for layer in knockout.layers if layer >= self.n_layers]
+        n_layers = self.n_layers
+        bad_layers = [layer for layer in knockout.layers if layer >= n_layers]
         if bad_layers:
-            raise ValueError(f"layers {bad_layers} do not exist in a model with {self.n_layers} layers")
+            raise ValueError(f"layers {bad_layers} do not exist in a model with {n_layers} layers")
         if knockout.mode is not KnockoutMode.ZERO_ATTENTION or knockout.strict:
             for layer in knockout.layers:
                 self.mixer(layer).check_mode(knockout.mode, knockout.strict)
