@@ -75,6 +75,18 @@ def test_default_path_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert default_store_path() == Path("/x/y.duckdb")
 
 
+def test_new_store_in_a_new_folder(tmp_path: Path) -> None:
+    """A writable store creates its folder; reading a store that does not exist creates nothing."""
+    path = tmp_path / "results" / "2026" / "r.duckdb"
+    with pytest.raises(StoreError, match="no results store"):
+        ResultsStore.open(path, read_only=True)
+    assert not path.parent.exists()
+    with ResultsStore.open(path) as store:
+        run = store.start_run(_manifest())
+    with ResultsStore.open(path, read_only=True) as store:
+        assert store.run(run.run_id).manifest == _manifest()
+
+
 def test_manifest_round_trip_and_identity(tmp_path: Path) -> None:
     manifest = _manifest(params={"windows": (1, 9), "mode": "zero-attention"}, n_prompts=10)
     assert manifest.params == {"mode": "zero-attention", "windows": [1, 9]}  # normalised to plain JSON

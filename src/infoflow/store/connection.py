@@ -13,11 +13,14 @@ from infoflow.store.errors import NotAStoreError, StoreError, StoreLockedError
 
 
 def connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
-    """Open ``path``; a foreign file, a missing store or a lock held elsewhere raise a ``StoreError``."""
+    """Open ``path`` (writable: creating its folder if needed); a foreign file, a missing store or a lock held
+    elsewhere raise a ``StoreError``."""
     if path.is_dir():
         raise NotAStoreError(f"{path} is a directory, not an infoflow results store")
     if read_only and not path.exists():
         raise StoreError(f"no results store at {path}")
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)  # a new store in a new folder, as `--store out/x.duckdb`
     try:
         return duckdb.connect(str(path), read_only=read_only)
     except duckdb.ConnectionException as e:  # same file already open in this process with another read_only
