@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import copy
+import types
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infoflow.knockout.fast import FastEngine
+from infoflow.knockout import fast as fast_module
+from infoflow.knockout.fast import FastEngine, Tail, TailGroup
 from infoflow.knockout.reference import ReferenceEngine
 from infoflow.knockout.spec import FeatureCategory, FeatureSelection, Knockout, KnockoutMode
+from infoflow.models.base import TailRows
 from tests.attention_checks import assert_tail_and_rows_consistent
 from tests.conftest import TINY_VOCAB
 
@@ -86,6 +89,57 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(tiny_model, monkeypatc
     assert (fast - ReferenceEngine(tiny_model).probabilities(input_ids, knockouts)).abs().max().item() <= TOLERANCE
 
 
+def test_gpu_batch_sizing_keeps_what_out_of_memory_taught(monkeypatch):
+    """With --batch-size auto on a GPU (simulated: memory for about 100 rows of 1000 bytes, passes over 64 rows
+    run out of memory): the first clean batch measures and halves down to 64 rows; later clean batches start
+    there instead of running out of memory again."""
+    monkeypatch.setattr(FastEngine, "device", property(lambda self: torch.device("cuda")))
+    monkeypatch.setattr(fast_module, "to_device_async", lambda tensor, device: tensor)
+    simulated = {
+        "synchronize": lambda *a: None, "reset_peak_memory_stats": lambda *a: None, "empty_cache": lambda *a: None,
+        "memory_allocated": lambda *a: 0, "memory_reserved": lambda *a: 0,
+        "max_memory_allocated": lambda *a: 256 * 1000, "mem_get_info": lambda *a: (100 * 1000, 80 * 2**30),
+    }  # fmt: skip
+    for name, function in simulated.items():
+        monkeypatch.setattr(torch.cuda, name, function)
+    passes = []
+
+    def run_tails(self, group, tails):
+        passes.append(len(tails))
+        if len(tails) > 64:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return torch.zeros(len(tails), 3)
+
+    monkeypatch.setattr(FastEngine, "run_tails", run_tails)
+    engine = FastEngine(types.SimpleNamespace())
+    group = TailGroup(types.SimpleNamespace(stream=[torch.zeros(1, 7, 2)]), None, 6, KnockoutMode.ZERO_ATTENTION, False)
+    tails = [Tail(0, slot, 0, frozenset({0}), FeatureSelection()) for slot in range(300)]
+    with pytest.warns(UserWarning, match="lowered to 64"):
+        engine.run_in_batches(group, tails, torch.ones(300, 3))
+    assert passes == [256, 128, 64, 64, 64, 64, 44]
+    passes.clear()
+    out = torch.ones(300, 3)
+    engine.run_in_batches(group, tails, out)
+    assert passes == [64, 64, 64, 64, 44] and out.eq(0).all()
+
+
+@pytest.mark.parametrize(
+    ("knockout", "error"),
+    [
+        (Knockout(((2, 50),), (0,)), "lie outside a prompt of 5 tokens"),
+        (Knockout(((1, 3),), (99,)), "do not exist"),  # blocks nothing (3 > 1) but names a missing layer
+        (Knockout(((1, 3),), (0,), mode=KnockoutMode.ZERO_DELTA), "Mamba models only"),
+    ],
+)
+def test_invalid_knockouts_are_refused_as_the_reference_refuses_them(tiny_model, knockout, error):
+    if tiny_model.is_ssm and knockout.mode is KnockoutMode.ZERO_DELTA:
+        pytest.skip("state-space models accept every mode")
+    input_ids = torch.tensor([3, 14, 15, 9, 26])
+    for engine in (FastEngine(tiny_model), ReferenceEngine(tiny_model)):
+        with pytest.raises(ValueError, match=error):
+            engine.probabilities(input_ids, [None, knockout])
+
+
 def test_info_flow_sweep_with_target_last(tiny_model):
     """The paper's sweep shape: last <- {subject, relation, last, first} in every window of size 2."""
     input_ids = torch.tensor([3, 14, 15, 9, 26, 5, 35])
@@ -137,3 +191,18 @@ def test_fast_engine_on_cuda_matches_reference(tiny_model):
     reference = ReferenceEngine(model)
     for (input_ids, plan), fast in zip(requests, FastEngine(model).probabilities_many(requests), strict=True):
         assert (fast - reference.probabilities(input_ids, plan)).abs().max().item() <= TOLERANCE
+
+
+@pytest.mark.parametrize("family", ["mamba", "mamba2"])
+def test_tail_conv_rounds_as_the_clean_conv_in_bf16(tiny_model_factory, family):
+    """In bf16 a tail's conv inputs (its own part plus its prompts' clean part) equal the clean run's, bit for
+    bit: both parts are summed in fp32 and rounded once, as the clean conv."""
+    model = copy.deepcopy(tiny_model_factory(family)).to(torch.bfloat16)
+    mixer = model.mixer(0)
+    with torch.no_grad():
+        mixer.conv1d.weight.normal_(generator=torch.Generator().manual_seed(0))
+        hidden = torch.randn(2, 8, 16, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+        full = mixer.prepare(hidden)
+        for start in (1, 5, 7):
+            tail = mixer.prepare_tail(hidden[:, start:], full, start, TailRows.of([0, 1], 2, hidden.device))
+            assert torch.equal(tail.x, full.x[:, start:])

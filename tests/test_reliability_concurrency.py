@@ -23,27 +23,50 @@ def run_args(store: Path) -> list[str]:
     ]  # fmt: skip
 
 
+# The writer's engine waits, inside its run (store open), until the test releases it: the contention is certain
+# whatever the machine's speed.
+HELD_WRITER = """
+import pathlib, sys, time
+from infoflow.knockout.fast import FastEngine
+computing, release = map(pathlib.Path, sys.argv[1:3])
+del sys.argv[1:3]
+real_scores_many = FastEngine.scores_many
+
+def held_scores_many(self, requests):
+    computing.touch()
+    deadline = time.monotonic() + 120
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return real_scores_many(self, requests)
+
+FastEngine.scores_many = held_scores_many
+from infoflow.cli import main
+main()
+"""
+
+
 def test_second_writer_and_reader_during_a_run(tmp_path: Path) -> None:
-    store = tmp_path / "s.duckdb"
+    store, computing, release = tmp_path / "s.duckdb", tmp_path / "computing", tmp_path / "release"
     writer = subprocess.Popen(
-        [sys.executable, "-c", "from infoflow.cli import main; main()", *run_args(store)],
+        [sys.executable, "-c", HELD_WRITER, str(computing), str(release), *run_args(store)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    started = time.monotonic()
-    while not store.exists() and writer.poll() is None and time.monotonic() - started < 60:
-        time.sleep(0.02)
-    assert writer.poll() is None, "the run ended before the store could be contended"
-    runner = CliRunner()
-    second = runner.invoke(app, run_args(store), env={"COLUMNS": "400"})  # the same run, a second writer
-    reader = runner.invoke(app, ["runs", "list", "--store", str(store)], env={"COLUMNS": "400"})
-    holding = writer.poll() is None
+    try:
+        started = time.monotonic()
+        while not computing.exists() and writer.poll() is None and time.monotonic() - started < 120:
+            time.sleep(0.02)
+        assert computing.exists(), writer.stderr.read().decode() if writer.stderr else "the writer never ran"
+        runner = CliRunner()
+        second = runner.invoke(app, run_args(store), env={"COLUMNS": "400"})  # the same run, a second writer
+        reader = runner.invoke(app, ["runs", "list", "--store", str(store)], env={"COLUMNS": "400"})
+    finally:
+        release.touch()
     assert writer.wait(timeout=120) == 0, writer.stderr.read().decode() if writer.stderr else ""
-    if holding:  # both bounced off the writer's lock with a message that says what to do
-        for result in (second, reader):
-            assert result.exit_code == 1, result.output
-            assert "is in use by another process (pid" in result.output and "wait for it to finish" in result.output
-            assert "Traceback" not in result.output
+    for result in (second, reader):  # both bounced off the writer's lock with a message that says what to do
+        assert result.exit_code == 1, result.output
+        assert "is in use by another process (pid" in result.output and "wait for it to finish" in result.output
+        assert "Traceback" not in result.output
     with ResultsStore.open(store, read_only=True) as results:
         (run_id,) = results.runs()["run_id"]
         rows = results.frame(run_id)

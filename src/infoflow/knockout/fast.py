@@ -240,16 +240,18 @@ class FastEngine(Engine):
         slot = 0
         for prompt, prompt_knockouts in enumerate(knockouts):
             for knockout in prompt_knockouts:
-                if knockout is not None and knockout.first_target is not None and knockout.layers:
+                if knockout is not None:  # every knockout is checked, also those that block nothing
                     self.model.check_knockout(knockout)
                     edges = edge_sets.setdefault(knockout.edges, len(edge_sets))
-                    tail = Tail(prompt, slot, edges, frozenset(knockout.layers), knockout.features)
-                    groups[(knockout.first_target, knockout.mode, knockout.strict)].append(tail)
+                    if knockout.first_target is not None and knockout.layers:
+                        tail = Tail(prompt, slot, edges, frozenset(knockout.layers), knockout.features)
+                        groups[(knockout.first_target, knockout.mode, knockout.strict)].append(tail)
                 slot += 1
+        # [E, T, T]; building them checks that every edge lies in the prompt
+        blocked = [Knockout(edges, ()).blocked_matrix(seq_len) for edges in edge_sets]
         if not groups:
             return results
-        blocked = torch.stack([Knockout(edges, ()).blocked_matrix(seq_len) for edges in edge_sets])  # [E, T, T]
-        blocked = to_device_async(blocked, self.device)
+        blocked = to_device_async(torch.stack(blocked), self.device)
         for (start, mode, strict), tails in groups.items():
             tails.sort(key=lambda tail: (tail.first_layer, tail.prompt))
             self.run_in_batches(TailGroup(clean, blocked, start, mode, strict), tails, results)
@@ -277,7 +279,7 @@ class FastEngine(Engine):
                 out[slots] = self.run_tails(group, chunk)
                 if sizing:
                     self.row_bytes[shape] = (torch.cuda.max_memory_allocated(self.device) - before) / len(chunk)
-                    batch = self.rows_fitting(self.row_bytes[shape])
+                    batch = max(len(chunk), self.rows_fitting(self.row_bytes[shape]))  # this pass did fit
             except torch.cuda.OutOfMemoryError:
                 if batch == 1:
                     raise
@@ -296,7 +298,8 @@ class FastEngine(Engine):
         return free + torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
 
     def rows_fitting(self, row_bytes: float) -> int:
-        return max(DEFAULT_BATCH, int(0.8 * self.free_memory() / max(row_bytes, 1.0)))
+        """Tail rows of ``row_bytes`` each that fit in 80 % of the free GPU memory (at least one)."""
+        return max(1, int(0.8 * self.free_memory() / max(row_bytes, 1.0)))
 
     def run_tails(self, group: TailGroup, tails: Sequence[Tail]) -> torch.Tensor:
         """Next-token probabilities [len(tails), V] of knockouts of ``group``; ``tails`` sorted by first layer.

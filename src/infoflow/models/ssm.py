@@ -9,8 +9,8 @@ from torch import nn
 from infoflow.models.base import TailRows
 
 
-def causal_conv1d(x: torch.Tensor, conv: nn.Conv1d, with_bias: bool = True) -> torch.Tensor:
-    """Depthwise causal convolution over time: x [B, T, C] -> [B, T, C].
+def causal_conv1d(x: torch.Tensor, conv: nn.Conv1d, with_bias: bool = True, in_fp32: bool = False) -> torch.Tensor:
+    """Depthwise causal convolution over time: x [B, T, C] -> [B, T, C] (x's dtype, or fp32 with ``in_fp32``).
 
     out[t, c] = bias[c] + sum_{k=0..K-1} w[c, k] * x[t - K + 1 + k, c], with x = 0 before the prompt; as K
     shifted multiply-adds (K is 2 to 4), which on a GPU beat the depthwise conv kernel at these lengths.
@@ -21,7 +21,7 @@ def causal_conv1d(x: torch.Tensor, conv: nn.Conv1d, with_bias: bool = True) -> t
     out = sum(padded[:, k : k + seq_len].float() * weight[:, k] for k in range(kernel))  # fp32 sums
     if with_bias and conv.bias is not None:
         out = out + conv.bias.float()
-    return out.to(x.dtype)
+    return out if in_fp32 else out.to(x.dtype)
 
 
 def segsum(x: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -73,11 +73,11 @@ def tail_silu_conv(
     clean positions before ``start``, which is the same for every row of a prompt and reaches only the first
     K - 1 tail positions; that part is computed per prompt and gathered, not per row.
     """
-    own = causal_conv1d(tail_raw, conv)  # [A, R, C]: x = 0 before start
+    own = causal_conv1d(tail_raw, conv, in_fp32=True)  # [A, R, C]: x = 0 before start
     lookback, reach = min(start, conv.kernel_size[0] - 1), min(conv.kernel_size[0] - 1, tail_raw.shape[1])
-    if lookback == 0:
-        return F.silu(own)
-    head = prefix_raw[:, start - lookback : start]  # [P, lookback, C]
-    head_only = torch.cat([head, head.new_zeros(head.shape[0], reach, head.shape[2])], dim=1)
-    clean_part = causal_conv1d(head_only, conv, with_bias=False)[:, lookback:]  # [P, reach, C]
-    return F.silu(torch.cat([own[:, :reach] + rows.gather(clean_part), own[:, reach:]], dim=1))
+    if lookback > 0:
+        head = prefix_raw[:, start - lookback : start]  # [P, lookback, C]
+        head_only = torch.cat([head, head.new_zeros(head.shape[0], reach, head.shape[2])], dim=1)
+        clean_part = causal_conv1d(head_only, conv, with_bias=False, in_fp32=True)[:, lookback:]  # [P, reach, C]
+        own = torch.cat([own[:, :reach] + rows.gather(clean_part), own[:, reach:]], dim=1)
+    return F.silu(own.to(tail_raw.dtype))  # both parts summed in fp32 and rounded once, as the clean conv
