@@ -13,6 +13,7 @@ from infoflow.cli import app
 from infoflow.data import FactPrompt
 from infoflow.data.synthetic import SyntheticFacts
 from infoflow.figures import first_position_bias, prompt_order, window_sizes_for
+from infoflow.store import ResultsStore
 
 MODELS = ("builtin-mamba1", "builtin-gpt2")
 
@@ -59,6 +60,21 @@ def test_figure_set_resumes_without_new_rows(figure_set: tuple[Path, Path, list[
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert row_count(store) == before
+
+
+def test_a_model_that_does_not_load_leaves_no_store(tmp_path: Path) -> None:
+    """The command fails with the model's error and removes the store it had just created; an existing store
+    is left as it was."""
+    store = tmp_path / "new" / "results.duckdb"
+    args = ["figures", "-m", "no-such-model", "--store", str(store), "--out", str(tmp_path / "out"), "--quiet"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1 and "no-such-model" in result.output
+    assert not store.exists()
+    existing = tmp_path / "existing.duckdb"
+    with ResultsStore.open(existing):
+        pass
+    assert CliRunner().invoke(app, [*args[:3], "--store", str(existing), *args[5:]]).exit_code == 1
+    assert existing.exists()
 
 
 def test_prompt_order_matches_the_templates() -> None:
