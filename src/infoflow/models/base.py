@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,14 +49,19 @@ class MixingTerms:
         return torch.einsum("bfrs,bsfp->brfp", self.matrix, self.values) + self.skip
 
 
-def repeat_batch(prepared: Any, repeats: int) -> Any:
-    """Repeat every tensor field of a prepared-inputs dataclass ``repeats`` times along dim 0 (interleaved)."""
+def map_tensor_fields(prepared: Any, function: Callable[[str, torch.Tensor], torch.Tensor]) -> Any:
+    """A prepared-inputs dataclass with ``function(name, value)`` applied to each of its tensor fields."""
     changes = {
-        f.name: value.repeat_interleave(repeats, dim=0)
+        f.name: function(f.name, value)
         for f in dataclasses.fields(prepared)
         if isinstance(value := getattr(prepared, f.name), torch.Tensor)
     }
     return dataclasses.replace(prepared, **changes)
+
+
+def repeat_batch(prepared: Any, repeats: int) -> Any:
+    """Repeat every tensor field of a prepared-inputs dataclass ``repeats`` times along dim 0 (interleaved)."""
+    return map_tensor_fields(prepared, lambda _, value: value.repeat_interleave(repeats, dim=0))
 
 
 def to_device_async(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -69,12 +74,7 @@ def to_device_async(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def batch_rows(prepared: Any, index: torch.Tensor) -> Any:
     """Batch entries ``index`` [P'] of every tensor field of a prepared-inputs dataclass."""
-    changes = {
-        f.name: value[index]
-        for f in dataclasses.fields(prepared)
-        if isinstance(value := getattr(prepared, f.name), torch.Tensor)
-    }
-    return dataclasses.replace(prepared, **changes)
+    return map_tensor_fields(prepared, lambda _, value: value[index])
 
 
 @dataclass(frozen=True)
@@ -138,12 +138,9 @@ class TailRows:
 def join_positions(prefix: Any, tail: Any, start: int, rows: TailRows) -> Any:
     """Positions ``< start`` of ``prefix`` (the clean run of P prompts, each row reading its own prompt's)
     followed by all of ``tail`` [A, T - start]."""
-    changes = {}
-    for f in dataclasses.fields(tail):
-        value = getattr(tail, f.name)
-        if isinstance(value, torch.Tensor):
-            changes[f.name] = torch.cat([rows.gather(getattr(prefix, f.name)[:, :start]), value], dim=1)
-    return dataclasses.replace(tail, **changes)
+    return map_tensor_fields(
+        tail, lambda name, value: torch.cat([rows.gather(getattr(prefix, name)[:, :start]), value], dim=1)
+    )
 
 
 class TokenMixer(nn.Module, ABC):
