@@ -21,9 +21,17 @@ class TargetScores:
 
     @classmethod
     def from_probabilities(cls, probabilities: torch.Tensor, target_token: int) -> TargetScores:
-        """From next-token probabilities [K, V]; ``top1`` means p(target) equals the maximum (ties count)."""
-        target = probabilities[:, target_token]
-        return cls(probability=target.cpu(), top1=(target >= probabilities.max(dim=-1).values).cpu())
+        """From next-token probabilities [K, V] of one prompt (on the host; waits for the device)."""
+        targets = torch.full((len(probabilities),), target_token, device=probabilities.device)
+        probability, top1 = target_scores(probabilities, targets)
+        return cls(probability=probability.cpu(), top1=top1.cpu())
+
+
+def target_scores(probabilities: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """p(target) [K] and whether the target is the most probable token [K] (ties count), from next-token
+    probabilities [K, V] and each row's target token [K], on the probabilities' device."""
+    probability = probabilities.gather(1, targets[:, None])[:, 0]
+    return probability, probability >= probabilities.max(dim=-1).values
 
 
 class Engine(ABC):

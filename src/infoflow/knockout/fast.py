@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from infoflow.knockout.engine import Engine, TargetScores, last_token_probabilities
+from infoflow.knockout.engine import Engine, TargetScores, last_token_probabilities, target_scores
 from infoflow.knockout.spec import FeatureCategory, FeatureSelection, Knockout, KnockoutMode
 from infoflow.models.base import (
     CausalLM,
@@ -198,8 +198,7 @@ class FastEngine(Engine):
 
         for indices, probabilities, counts in self.clean_batches([(ids, ks) for ids, _, ks in requests]):
             targets = torch.tensor([requests[i][1] for i in indices]).repeat_interleave(torch.tensor(counts))
-            probability = probabilities.gather(1, to_device_async(targets, self.device)[:, None])[:, 0]  # [N]
-            top1 = probability >= probabilities.max(dim=-1).values  # ties count
+            probability, top1 = target_scores(probabilities, to_device_async(targets, self.device))  # [N]
             probability, top1, copied = to_host_async(probability), to_host_async(top1), None
             if self.device.type == "cuda":
                 copied = torch.cuda.Event()
