@@ -33,8 +33,8 @@ from infoflow.models.base import (
     batch_rows,
     join_positions,
     repeat_batch,
-    to_device_async,
 )
+from infoflow.models.transfer import to_device_async, to_host_async
 
 Request = tuple[torch.Tensor, Sequence[Knockout | None]]
 DEFAULT_BATCH = 256  # tail rows per pass on CPU, and the sizing pass on CUDA (see ``FastEngine``)
@@ -101,14 +101,6 @@ class LayerRows:
     exempt: torch.Tensor | None  # bool [A, F]: features a row leaves untouched (None: none anywhere)
     mode: KnockoutMode
     strict: bool
-
-
-def to_host_async(tensor: torch.Tensor) -> torch.Tensor:
-    """A GPU tensor copied to pinned host memory without waiting (read it after the copy's event); CPU: as is."""
-    if tensor.device.type != "cuda":
-        return tensor
-    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
-    return host.copy_(tensor, non_blocking=True)
 
 
 def tail_mixing(
@@ -307,8 +299,8 @@ class FastEngine(Engine):
         present = sorted({tail.prompt for tail in tails})
         local = {prompt: index for index, prompt in enumerate(present)}
         rows = TailRows.of([local[tail.prompt] for tail in tails], len(present), self.device)
-        prompts = to_device_async(torch.tensor([tail.prompt for tail in tails]), self.device)  # [A] clean run rows
         present_index = to_device_async(torch.tensor(present), self.device) if len(present) < clean.n_prompts else None
+        prompts = rows.prompt if present_index is None else present_index[rows.prompt]  # [A] rows of the clean run
         plan = TailPlan.of(self, group.blocked, tails)
         first_layers = [tail.first_layer for tail in tails]
         hidden = clean.stream[0][:0, start:]  # [A, T - start, D], A grows as knockouts join

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from infoflow.knockout.spec import FeatureSelection, Knockout, KnockoutMode
+from infoflow.models.transfer import to_device_async
 
 
 @dataclass(frozen=True)
@@ -62,14 +63,6 @@ def map_tensor_fields(prepared: Any, function: Callable[[str, torch.Tensor], tor
 def repeat_batch(prepared: Any, repeats: int) -> Any:
     """Repeat every tensor field of a prepared-inputs dataclass ``repeats`` times along dim 0 (interleaved)."""
     return map_tensor_fields(prepared, lambda _, value: value.repeat_interleave(repeats, dim=0))
-
-
-def to_device_async(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A host tensor on ``device``; to a GPU through pinned memory without waiting for the queued GPU work (a
-    plain copy from pageable memory would wait, and leave the GPU idle while the host prepares what is next)."""
-    if device.type != "cuda":
-        return tensor.to(device)
-    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def batch_rows(prepared: Any, index: torch.Tensor) -> Any:
