@@ -1,14 +1,17 @@
-"""Widgets shared by pages: the model picker, progress, and loading a model with a spinner."""
+"""Widgets shared by pages: the model and run pickers, progress, and loading a model with a spinner."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import pandas as pd
 import streamlit as st
 
 from infoflow.app.cache import cached_model
+from infoflow.app.compare import runs_of_kind
 from infoflow.app.explorer import BUILTIN_MODELS
 from infoflow.models.load import LoadedModel
+from infoflow.store import ResultsStore
 
 OTHER = "other: local folder, .gguf file or hub id"
 
@@ -32,3 +35,17 @@ def progress_bar(label: str) -> Callable[[float, str], None]:
     """A progress bar; the returned callback takes (fraction in [0, 1], message)."""
     bar = st.progress(0.0, text=label)
     return lambda fraction, message: bar.progress(min(1.0, max(0.0, fraction)), text=f"{label}: {message}")
+
+
+def run_picker(
+    store: ResultsStore, kind: str, what: str, label: str, default: Callable[[pd.DataFrame], list[str]], key: str
+) -> list[str] | None:
+    """The ids of the runs of ``kind`` chosen in a multiselect (``default``: the labels chosen at first, from
+    the runs' frame); None, with a note on where to start one, when the store has no such run."""
+    runs = runs_of_kind(store, kind)
+    if runs.empty:
+        st.info(f"No {what} runs in this store yet: start one on the Launch page.")
+        return None
+    ids = dict(zip(runs["label"], runs["run_id"], strict=True))
+    chosen = st.multiselect(label, list(ids), default=default(runs), key=key)
+    return [ids[c] for c in chosen]

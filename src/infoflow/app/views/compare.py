@@ -9,17 +9,17 @@ import streamlit as st
 from infoflow.app import compare
 from infoflow.app.figures import curves_figure
 from infoflow.app.store_access import open_store
+from infoflow.app.views.common import run_picker
 
 
 def render(store_path: Path) -> None:
     with open_store(store_path) as store:
-        runs = compare.runs_of_kind(store, "info_flow")
-        if runs.empty:
-            st.info("No info-flow runs in this store yet: start one on the Launch page.")
+        run_ids = run_picker(
+            store, "info_flow", "info-flow", "Runs", lambda runs: runs["label"].tolist()[:4], key="compare_runs"
+        )
+        if run_ids is None:
             return
-        labels = dict(zip(runs["label"], runs["run_id"], strict=True))
-        chosen = st.multiselect("Runs", list(labels), default=list(labels)[:4], key="compare_runs")
-        frame = compare.load_rows(store, [labels[c] for c in chosen])
+        frame = compare.load_rows(store, run_ids)
         if frame.empty:
             st.warning("The chosen runs hold no rows yet.")
             return

@@ -4,24 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
 from infoflow.app import heatmaps
-from infoflow.app.compare import runs_of_kind
 from infoflow.app.figures import heatmap_figure
 from infoflow.app.store_access import open_store
+from infoflow.app.views.common import run_picker
+
+
+def latest_per_model(runs: pd.DataFrame) -> list[str]:
+    """The labels of each model's latest heatmap run: the panels shown at first."""
+    return runs.sort_values("updated_at").drop_duplicates("model_id", keep="last")["label"].tolist()
 
 
 def render(store_path: Path) -> None:
     with open_store(store_path) as store:
-        runs = runs_of_kind(store, "heatmap")
-        if runs.empty:
-            st.info("No heatmap runs in this store yet: start one on the Launch page.")
+        run_ids = run_picker(store, "heatmap", "heatmap", "Runs (one panel each)", latest_per_model, key="heatmap_runs")
+        if run_ids is None:
             return
-        latest = runs.sort_values("updated_at").drop_duplicates("model_id", keep="last")["label"].tolist()
-        chosen = st.multiselect("Runs (one panel each)", runs["label"].tolist(), default=latest, key="heatmap_runs")
-        ids = dict(zip(runs["label"], runs["run_id"], strict=True))
-        frame = heatmaps.load_rows(store, [ids[c] for c in chosen])
+        frame = heatmaps.load_rows(store, run_ids)
     if frame.empty:
         st.warning("The chosen runs hold no rows yet.")
         return
