@@ -85,6 +85,16 @@ def test_missing_store_is_a_clear_message(tmp_path: Path, page: str) -> None:
         assert "No results store at" in messages(at)
 
 
+@pytest.mark.parametrize(("page", "kind"), [("Compare info flow", "info-flow"), ("Heatmaps", "heatmap")])
+def test_store_without_such_runs_says_where_to_start_one(tmp_path: Path, page: str, kind: str) -> None:
+    empty = tmp_path / "empty.duckdb"
+    with ResultsStore.open(empty):
+        pass
+    at = open_page(empty, page)
+    assert not at.exception and not at.error
+    assert [i.value for i in at.info] == [f"No {kind} runs in this store yet: start one on the Launch page."]
+
+
 def test_not_a_store_is_a_clear_message(tmp_path: Path) -> None:
     bogus = tmp_path / "bogus.duckdb"
     bogus.write_text("not a database")

@@ -37,15 +37,25 @@ def progress_bar(label: str) -> Callable[[float, str], None]:
     return lambda fraction, message: bar.progress(min(1.0, max(0.0, fraction)), text=f"{label}: {message}")
 
 
-def run_picker(
-    store: ResultsStore, kind: str, what: str, label: str, default: Callable[[pd.DataFrame], list[str]], key: str
-) -> list[str] | None:
-    """The ids of the runs of ``kind`` chosen in a multiselect (``default``: the labels chosen at first, from
-    the runs' frame); None, with a note on where to start one, when the store has no such run."""
+def chosen_run_rows(
+    store: ResultsStore,
+    kind: str,
+    label: str,
+    default: Callable[[pd.DataFrame], list[str]],
+    load_rows: Callable[[ResultsStore, list[str]], pd.DataFrame],
+    key: str,
+) -> pd.DataFrame | None:
+    """The rows (``load_rows``) of the runs of ``kind`` chosen in a multiselect (``default``: the labels chosen
+    at first, from the runs' frame); None, with a note saying why, when the store has no such run or the chosen
+    runs no row."""
     runs = runs_of_kind(store, kind)
     if runs.empty:
-        st.info(f"No {what} runs in this store yet: start one on the Launch page.")
+        st.info(f"No {kind.replace('_', '-')} runs in this store yet: start one on the Launch page.")
         return None
     ids = dict(zip(runs["label"], runs["run_id"], strict=True))
     chosen = st.multiselect(label, list(ids), default=default(runs), key=key)
-    return [ids[c] for c in chosen]
+    frame = load_rows(store, [ids[c] for c in chosen])
+    if frame.empty:
+        st.warning("The chosen runs hold no rows yet.")
+        return None
+    return frame

@@ -4,24 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
 from infoflow.app import compare
 from infoflow.app.figures import curves_figure
 from infoflow.app.store_access import open_store
-from infoflow.app.views.common import run_picker
+from infoflow.app.views.common import chosen_run_rows
+
+
+def first_four(runs: pd.DataFrame) -> list[str]:
+    """The labels of the first four runs: the curves shown at first."""
+    return runs["label"].tolist()[:4]
 
 
 def render(store_path: Path) -> None:
     with open_store(store_path) as store:
-        run_ids = run_picker(
-            store, "info_flow", "info-flow", "Runs", lambda runs: runs["label"].tolist()[:4], key="compare_runs"
-        )
-        if run_ids is None:
-            return
-        frame = compare.load_rows(store, run_ids)
-        if frame.empty:
-            st.warning("The chosen runs hold no rows yet.")
+        frame = chosen_run_rows(store, "info_flow", "Runs", first_four, compare.load_rows, key="compare_runs")
+        if frame is None:
             return
         options = compare.available(frame)
         columns = st.columns(4)

@@ -10,7 +10,7 @@ import streamlit as st
 from infoflow.app import heatmaps
 from infoflow.app.figures import heatmap_figure
 from infoflow.app.store_access import open_store
-from infoflow.app.views.common import run_picker
+from infoflow.app.views.common import chosen_run_rows
 
 
 def latest_per_model(runs: pd.DataFrame) -> list[str]:
@@ -20,12 +20,9 @@ def latest_per_model(runs: pd.DataFrame) -> list[str]:
 
 def render(store_path: Path) -> None:
     with open_store(store_path) as store:
-        run_ids = run_picker(store, "heatmap", "heatmap", "Runs (one panel each)", latest_per_model, key="heatmap_runs")
-        if run_ids is None:
-            return
-        frame = heatmaps.load_rows(store, run_ids)
-    if frame.empty:
-        st.warning("The chosen runs hold no rows yet.")
+        label = "Runs (one panel each)"
+        frame = chosen_run_rows(store, "heatmap", label, latest_per_model, heatmaps.load_rows, key="heatmap_runs")
+    if frame is None:
         return
     prompts = heatmaps.prompt_choices(frame)
     columns = st.columns(4)
