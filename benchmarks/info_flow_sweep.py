@@ -21,9 +21,9 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.shapes import SHAPES
-from infoflow.knockout.fast import FastEngine
-from infoflow.knockout.reference import ReferenceEngine
-from infoflow.knockout.spec import Knockout, window_starts
+from infoflow.engines.fast import FastEngine
+from infoflow.engines.reference import ReferenceEngine
+from infoflow.interventions.knockout import Knockout, window_starts
 from infoflow.models.base import CausalLM
 from infoflow.models.random_init import random_model
 

@@ -14,7 +14,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.info_flow_sweep import add_sweep_arguments, sweep_setup
-from infoflow.knockout.fast import FastEngine, Tail, TailGroup
+from infoflow.engines.fast import FastEngine, Tail, TailGroup
 
 
 class CountingEngine(FastEngine):

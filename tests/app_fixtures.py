@@ -10,11 +10,11 @@ import torch
 
 from infoflow.data import FactPrompt, load_dataset
 from infoflow.data.spans import TokenType
+from infoflow.engines.fast import FastEngine
 from infoflow.experiments.experiments import attention, heatmap, info_flow
 from infoflow.experiments.plans import InfoFlowParams
 from infoflow.experiments.runner import RunContext
-from infoflow.knockout.fast import FastEngine
-from infoflow.knockout.spec import FeatureCategory
+from infoflow.interventions.knockout import FeatureCategory
 from infoflow.models import load_model
 from infoflow.store import ResultsStore
 
@@ -42,7 +42,7 @@ def build_store(path: Path, n_prompts: int = 3) -> dict[str, str]:
         for name in ("builtin-mamba1", "builtin-gpt2"):
             loaded = load_model(name)
             context = RunContext(loaded, FastEngine(loaded.model), store, "synthetic", "all", show_progress=False)
-            categories = tuple(FeatureCategory) if loaded.model.is_ssm else (FeatureCategory.ALL,)
+            categories = tuple(FeatureCategory) if loaded.model.has_decay_features else (FeatureCategory.ALL,)
             params = InfoFlowParams(feature_categories=categories, window_sizes=(WINDOW,))
             short = name.removeprefix("builtin-")
             runs[f"info_flow_{short}"] = info_flow(context, [*prompts, BAD_PROMPT], params)

@@ -5,8 +5,10 @@ import dataclasses
 import pytest
 import torch
 
-from infoflow.knockout.spec import Knockout, KnockoutMode
-from infoflow.models.base import CausalLM, TailRows, join_positions
+from infoflow.interventions.knockout import Knockout, KnockoutMode
+from infoflow.models.base import CausalLM
+from infoflow.models.tails import TailRows, join_positions
+from tests.oracle import knocked_logits
 
 VOCAB = 97
 
@@ -20,14 +22,13 @@ def assert_blocked_row_gives_zero_attention_output(ours: CausalLM, layer: int, r
     input_ids = random_ids(9, seed=5)
     knockout = Knockout.between([row], range(row + 1), [layer])
     with torch.no_grad():
-        knocked = ours(input_ids, knockout)
+        knocked = knocked_logits(ours, input_ids, knockout)
         hidden = ours.residual_stream(input_ids)[layer]
-        block, mixer = ours.blocks[layer], ours.mixer(layer)
-        prepared = mixer.prepare(block.mixer_norm(hidden))
-        mixed = mixer.mix(prepared)
+        block = ours.block(layer)
+        prepared = block.mixer_inputs(hidden)
+        mixed = block.mixer.mix(prepared)
         mixed[:, row] = 0.0
-        hidden = hidden + mixer.project(mixed, prepared)
-        hidden = hidden + block.mlp(block.mlp_norm(hidden))
+        hidden = block.finish(hidden, mixed, prepared)
         for later in ours.blocks[layer + 1 :]:
             hidden = later(hidden)
         expected = ours.lm_head(ours.final_norm(hidden))
@@ -42,16 +43,17 @@ def assert_knockout_is_causal(ours: CausalLM) -> None:
     changed[:, 8:] = (changed[:, 8:] + 1) % VOCAB
     knockout = Knockout.between([0, 3, 6, 9, 11], [0, 2, 3, 5, 10], range(ours.n_layers))
     with torch.no_grad():
-        before, after = ours(input_ids, knockout), ours(changed, knockout)
+        before, after = knocked_logits(ours, input_ids, knockout), knocked_logits(ours, changed, knockout)
         assert torch.isfinite(before).all()
         assert (before[:, :8] - after[:, :8]).abs().max().item() <= 1e-5
-        assert (ours(input_ids, Knockout.between([], [], [0])) - ours(input_ids)).abs().max().item() == 0.0
+        no_edges = knocked_logits(ours, input_ids, Knockout.between([], [], [0]))
+        assert (no_edges - ours(input_ids)).abs().max().item() == 0.0
 
 
 def assert_ssm_modes_rejected(ours: CausalLM) -> None:
     knockout = Knockout.between([3], [1], [0], mode=KnockoutMode.ZERO_DELTA)
     with pytest.raises(ValueError, match="Mamba"):
-        ours(random_ids(4, seed=0), knockout)
+        knocked_logits(ours, random_ids(4, seed=0), knockout)
 
 
 def assert_tail_and_rows_consistent(ours: CausalLM) -> None:

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import torch
 
 from infoflow.data import FactPrompt, find_spans
-from infoflow.knockout.fast import FastEngine
-from infoflow.knockout.spec import Knockout
+from infoflow.engines.fast import FastEngine
+from infoflow.interventions.knockout import Knockout
 from infoflow.models import LoadedModel
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel
 
+from infoflow.interventions.knockout import Knockout
+from infoflow.interventions.layer_knockout import layer_knockouts
 from infoflow.models.base import CausalLM
 from infoflow.models.loading import load_hf_folder
 
@@ -40,9 +42,14 @@ def mixer_reconstruction_error(ours: CausalLM, input_ids: torch.Tensor) -> float
     with torch.no_grad():
         for layer, residual in enumerate(ours.residual_stream(input_ids)[:-1]):
             mixer = ours.mixer(layer)
-            prepared = mixer.prepare(ours.blocks[layer].mixer_norm(residual))
+            prepared = ours.block(layer).mixer_inputs(residual)
             terms = mixer.terms(prepared)
             assert terms.matrix.shape[1] == mixer.n_features
             assert torch.all(terms.matrix.triu(1) == 0), "hidden attention must be causal"
             worst = max(worst, (terms.mixed() - mixer.mix(prepared)).abs().max().item())
     return worst
+
+
+def knocked_logits(ours: CausalLM, input_ids: torch.Tensor, knockout: Knockout) -> torch.Tensor:
+    """Logits [B, T, V] of the reference path: the knockout applied in each of its layers."""
+    return ours(input_ids, layer_knockouts(ours, knockout, input_ids.shape[1]))

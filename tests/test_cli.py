@@ -21,11 +21,11 @@ from rich.console import Console
 from infoflow import cli
 from infoflow.data import load_dataset
 from infoflow.data.spans import find_spans
+from infoflow.engines.fast import FastEngine
+from infoflow.engines.reference import ReferenceEngine
 from infoflow.experiments import experiments
 from infoflow.experiments.filters import sample
-from infoflow.knockout.fast import FastEngine
-from infoflow.knockout.reference import ReferenceEngine
-from infoflow.knockout.spec import Knockout
+from infoflow.interventions.knockout import Knockout
 from infoflow.models import load_model
 from infoflow.models.load import LoadedModel
 from infoflow.store import ResultsStore
@@ -142,7 +142,7 @@ def test_info_flow_default_filter_evaluates_first(dataset: Path, store: Path) ->
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--features", "fast_decay"], "feature categories other than 'all', zero-delta and strict apply to Mamba"),
+        (["--features", "fast_decay"], "feature category 'fast_decay' applies to Mamba models only"),
         (["--mode", "zero-delta"], "Mamba models only"),
         (["--strict"], "Mamba models only"),
         (["-w", "12"], "window size 12 is larger than the model's 8 layers"),

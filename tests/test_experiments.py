@@ -15,13 +15,13 @@ import torch
 from infoflow.data import load_dataset
 from infoflow.data.prompts import FactPrompt
 from infoflow.data.spans import TokenSpans, TokenType, find_spans
+from infoflow.engines.base import Engine
+from infoflow.engines.fast import FastEngine
+from infoflow.engines.reference import ReferenceEngine
 from infoflow.experiments.experiments import attention, evaluate, heatmap, info_flow
 from infoflow.experiments.plans import InfoFlowParams, KnockoutOptions, relative_change
 from infoflow.experiments.runner import RunContext
-from infoflow.knockout.engine import Engine
-from infoflow.knockout.fast import FastEngine
-from infoflow.knockout.reference import ReferenceEngine
-from infoflow.knockout.spec import FeatureCategory, FeatureSelection, Knockout, KnockoutMode
+from infoflow.interventions.knockout import FeatureCategory, FeatureSelection, Knockout, KnockoutMode
 from infoflow.models import load_model
 from infoflow.models.load import LoadedModel
 from infoflow.plots.heatmap import heatmap_matrix
@@ -228,10 +228,13 @@ def test_info_flow_records_prompt_errors_and_goes_on(
         (InfoFlowParams(feature_categories=(FeatureCategory.FAST_DECAY,), window_sizes=(2,)), "Mamba models only"),
         (
             InfoFlowParams(feature_categories=(FeatureCategory.ALL, FeatureCategory.SLOW_DECAY), window_sizes=(2,)),
-            "feature categories other than 'all', zero-delta and strict apply to Mamba models only",
+            "feature category 'slow_decay' applies to Mamba models only",
         ),
-        (InfoFlowParams(options=KnockoutOptions(mode=KnockoutMode.ZERO_DELTA), window_sizes=(2,)), "Mamba models"),
-        (InfoFlowParams(options=KnockoutOptions(strict=True), window_sizes=(2,)), "Mamba models only"),
+        (
+            InfoFlowParams(options=KnockoutOptions(mode=KnockoutMode.ZERO_DELTA), window_sizes=(2,)),
+            "knockout mode 'zero-delta' applies to Mamba models only",
+        ),
+        (InfoFlowParams(options=KnockoutOptions(strict=True), window_sizes=(2,)), "strict .* Mamba models only"),
         (InfoFlowParams(window_sizes=(9,)), "window size 9 is larger than the model's 8 layers"),
         (InfoFlowParams(window_sizes=(0,)), "window size must be >= 1"),
     ],
@@ -392,7 +395,7 @@ def test_attention_export(
         assert np.triu(mean, 1) == pytest.approx(np.zeros_like(mean))  # causal: nothing from later positions
         feature = np.array([np.asarray(r) for r in rows.loc["1", "matrix"]])
         assert feature == pytest.approx(matrices[1].numpy(), abs=1e-5)
-        if not loaded.model.is_ssm:
+        if not loaded.model.has_decay_features:
             assert mean.sum(1) == pytest.approx(np.ones(spans.num_tokens), abs=1e-5)  # softmax rows
         assert list(rows.loc["mean", "tokens"]) == [loaded.tokenizer.decode([i]) for i in spans.input_ids]
     assert set(frame["layer"]) == {0, 5}

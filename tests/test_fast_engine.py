@@ -10,11 +10,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infoflow.knockout import fast as fast_module
-from infoflow.knockout.fast import FastEngine, Tail, TailGroup
-from infoflow.knockout.reference import ReferenceEngine
-from infoflow.knockout.spec import FeatureCategory, FeatureSelection, Knockout, KnockoutMode
-from infoflow.models.base import TailRows
+from infoflow.engines import fast as fast_module
+from infoflow.engines.fast import FastEngine, Tail, TailGroup
+from infoflow.engines.reference import ReferenceEngine
+from infoflow.interventions.knockout import FeatureCategory, FeatureSelection, Knockout, KnockoutMode
+from infoflow.models.tails import TailRows
 from tests.attention_checks import assert_tail_and_rows_consistent
 from tests.conftest import TINY_VOCAB
 
@@ -53,7 +53,7 @@ def assert_engines_agree(model, input_ids, knockouts):
 @settings(max_examples=30, deadline=None, derandomize=True)
 @given(data=st.data())
 def test_fast_engine_matches_reference(tiny_model, data):
-    input_ids, knockouts = data.draw(sweeps(ssm=tiny_model.is_ssm))
+    input_ids, knockouts = data.draw(sweeps(ssm=tiny_model.has_decay_features))
     assert_engines_agree(tiny_model, input_ids, [None, *knockouts])
 
 
@@ -62,7 +62,7 @@ def test_fast_engine_matches_reference(tiny_model, data):
 def test_knockouts_of_several_prompts_batched_together(tiny_model, data):
     """Tail passes mixing rows of several prompts (any batch size) give each prompt the reference numbers."""
     seq_len = data.draw(st.integers(1, 9))
-    requests = [data.draw(sweeps(tiny_model.is_ssm, seq_len)) for _ in range(data.draw(st.integers(2, 4)))]
+    requests = [data.draw(sweeps(tiny_model.has_decay_features, seq_len)) for _ in range(data.draw(st.integers(2, 4)))]
     engine = FastEngine(tiny_model, max_batch=data.draw(st.integers(1, 12)), max_prompts=data.draw(st.integers(1, 4)))
     reference = ReferenceEngine(tiny_model)
     for (input_ids, knockouts), fast in zip(requests, engine.probabilities_many(requests), strict=True):
@@ -132,7 +132,7 @@ def test_gpu_batch_sizing_keeps_what_out_of_memory_taught(monkeypatch):
     ],
 )
 def test_invalid_knockouts_are_refused_as_the_reference_refuses_them(tiny_model, knockout, error):
-    if tiny_model.is_ssm and knockout.mode is KnockoutMode.ZERO_DELTA:
+    if tiny_model.has_decay_features and knockout.mode is KnockoutMode.ZERO_DELTA:
         pytest.skip("state-space models accept every mode")
     input_ids = torch.tensor([3, 14, 15, 9, 26])
     for engine in (FastEngine(tiny_model), ReferenceEngine(tiny_model)):
@@ -179,7 +179,7 @@ def test_fast_engine_on_cuda_matches_reference(tiny_model):
     with feature categories on state-space models, gives the reference engine's numbers."""
     model = copy.deepcopy(tiny_model).to("cuda")
     generator = torch.Generator().manual_seed(3)
-    categories = list(FeatureCategory) if model.is_ssm else [FeatureCategory.ALL]
+    categories = list(FeatureCategory) if model.has_decay_features else [FeatureCategory.ALL]
     last = 6
     knockouts = [
         Knockout.between([last], sources, range(start, start + 2), features=FeatureSelection(category))

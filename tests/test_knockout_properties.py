@@ -7,7 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infoflow.knockout.spec import FeatureCategory, FeatureSelection, Knockout, KnockoutMode
+from infoflow.interventions.knockout import FeatureCategory, FeatureSelection, Knockout, KnockoutMode
+from infoflow.interventions.layer_knockout import exempt_features, layer_knockouts
 from tests.conftest import TINY_VOCAB
 
 N_LAYERS = 4
@@ -27,7 +28,7 @@ def prompts_and_knockouts(draw, **knockout_options):
 
 def logits(model, input_ids, knockout=None):
     with torch.no_grad():
-        return model(input_ids.view(1, -1), knockout)[0]
+        return model(input_ids.view(1, -1), layer_knockouts(model, knockout, len(input_ids)))[0]
 
 
 @PROPERTY_SETTINGS
@@ -44,7 +45,9 @@ def test_positions_before_first_target_and_layers_before_window_unchanged(tiny_m
     input_ids, knockout = case
     with torch.no_grad():
         clean = tiny_model.residual_stream(input_ids.view(1, -1))
-        knocked = tiny_model.residual_stream(input_ids.view(1, -1), knockout)
+        knocked = tiny_model.residual_stream(
+            input_ids.view(1, -1), layer_knockouts(tiny_model, knockout, len(input_ids))
+        )
     first_layer = min(knockout.layers)
     for layer in range(first_layer + 1):  # the stream entering the first knocked layer is still clean
         assert torch.equal(clean[layer], knocked[layer])
@@ -92,26 +95,26 @@ def test_exempting_every_feature_reproduces_clean_output(tiny_ssm, case, mode, s
 
 def test_feature_categories_knock_out_complementary_thirds(tiny_ssm):
     norms = tiny_ssm.mixer(0).decay_norms()
-    fast = tiny_ssm.exempt_features(0, FeatureSelection(FeatureCategory.FAST_DECAY))
-    slow = tiny_ssm.exempt_features(0, FeatureSelection(FeatureCategory.SLOW_DECAY))
+    fast = exempt_features(tiny_ssm, 0, FeatureSelection(FeatureCategory.FAST_DECAY))
+    slow = exempt_features(tiny_ssm, 0, FeatureSelection(FeatureCategory.SLOW_DECAY))
     third = norms.numel() // 3
     assert fast.sum() == slow.sum() == third
     assert norms[fast].max() <= norms[~fast].min()  # fast-decay features exempt: the smallest norms
     assert norms[slow].min() >= norms[~slow].max()
-    assert tiny_ssm.exempt_features(0, FeatureSelection(FeatureCategory.ALL)) is None
+    assert exempt_features(tiny_ssm, 0, FeatureSelection(FeatureCategory.ALL)) is None
 
 
 def test_feature_categories_need_a_state_space_model(tiny_model):
     knockout = Knockout.between([3], [0, 1], [0], features=FeatureSelection(FeatureCategory.SLOW_DECAY))
-    if tiny_model.is_ssm:
+    if tiny_model.has_decay_features:
         logits(tiny_model, torch.arange(5), knockout)
     else:
-        with pytest.raises(ValueError, match="only Mamba models"):
+        with pytest.raises(ValueError, match="Mamba models only"):
             logits(tiny_model, torch.arange(5), knockout)
 
 
 def test_ssm_modes_are_refused_for_attention(tiny_model):
-    if tiny_model.is_ssm:
+    if tiny_model.has_decay_features:
         pytest.skip("state-space models accept every mode")
     for options in ({"mode": KnockoutMode.ZERO_DELTA}, {"strict": True}):
         with pytest.raises(ValueError, match="Mamba models only"):
@@ -126,7 +129,7 @@ def test_isolating_the_last_token_in_every_layer(tiny_model):
     changed[-2] = 40  # a source within the conv kernel's reach of the last position
     last = len(input_ids) - 1
     every_layer = range(tiny_model.n_layers)
-    for strict in (False, True) if tiny_model.is_ssm else (False,):
+    for strict in (False, True) if tiny_model.has_decay_features else (False,):
         knockout = Knockout.between([last], range(last), every_layer, strict=strict)
         same = torch.equal(logits(tiny_model, input_ids, knockout)[-1], logits(tiny_model, changed, knockout)[-1])
-        assert same == (strict or not tiny_model.is_ssm)
+        assert same == (strict or not tiny_model.has_decay_features)

@@ -10,8 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infoflow.knockout.spec import FeatureCategory, FeatureSelection, Knockout, KnockoutMode
-from infoflow.models.base import LayerKnockout
+from infoflow.interventions.knockout import FeatureCategory, FeatureSelection, Knockout, KnockoutMode
+from infoflow.interventions.layer_knockout import LayerKnockout, exempt_features
 
 
 def two_state_scan(prepared, A: torch.Tensor, D: torch.Tensor, targets, sources, mode, exempt=None) -> torch.Tensor:
@@ -51,10 +51,10 @@ def test_knockout_equals_reference_scan(tiny_model_factory, seq_len, data, mode,
         category = FeatureCategory.ALL
     hidden = torch.randn(2, seq_len, 16, generator=torch.Generator().manual_seed(seq_len))
     knockout = Knockout.between(targets, sources, [1], mode=mode, features=FeatureSelection(category))
-    exempt = model.exempt_features(1, knockout.features)
+    exempt = exempt_features(model, 1, knockout.features)
     layer_knockout = LayerKnockout(knockout.blocked_matrix(seq_len), mode=mode, exempt=exempt)
     with torch.no_grad():
         prepared = mixer.prepare(hidden)
-        ours = mixer.knock_out_rows(prepared, mixer.mix(prepared), layer_knockout)[..., 0]
+        ours = layer_knockout.mixing(mixer, prepared, mixer.mix(prepared))[..., 0]
         expected = two_state_scan(prepared, mixer.A, mixer.D, targets, sources, mode, exempt)
     torch.testing.assert_close(ours.double(), expected, atol=1e-5, rtol=1e-5)

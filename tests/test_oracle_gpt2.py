@@ -7,8 +7,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from infoflow.knockout.spec import Knockout
-from infoflow.models.base import LayerKnockout
+from infoflow.interventions.knockout import Knockout
+from infoflow.interventions.layer_knockout import LayerKnockout
 from infoflow.models.gpt2 import build
 from tests.attention_checks import (
     VOCAB,

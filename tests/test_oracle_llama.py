@@ -12,8 +12,8 @@ from transformers import (
 )
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-from infoflow.knockout.spec import Knockout
-from infoflow.models.base import LayerKnockout
+from infoflow.interventions.knockout import Knockout
+from infoflow.interventions.layer_knockout import LayerKnockout
 from infoflow.models.llama import build
 from tests.attention_checks import (
     assert_blocked_row_gives_zero_attention_output,

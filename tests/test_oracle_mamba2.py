@@ -5,8 +5,9 @@ import torch
 import torch.nn.functional as F
 from transformers import Mamba2Config, Mamba2ForCausalLM
 
-from infoflow.knockout.spec import Knockout, KnockoutMode
-from tests.oracle import max_logit_difference, mixer_reconstruction_error, randomize_, save_and_load
+from infoflow.interventions.knockout import Knockout, KnockoutMode
+from infoflow.interventions.layer_knockout import layer_knockouts
+from tests.oracle import knocked_logits, max_logit_difference, mixer_reconstruction_error, randomize_, save_and_load
 
 VOCAB = 97
 CHUNK = 8  # small, so that prompts of 17 and 20 tokens take the multi-chunk path with padding
@@ -98,7 +99,7 @@ def test_knockout_equals_hand_computation(pair, mode):
         hidden = theirs.backbone.layers[0](hidden)
         hidden = hand_knocked_block(theirs.backbone.layers[1], hidden[0], edges, mode is KnockoutMode.ZERO_DELTA)
         expected = theirs.lm_head(theirs.backbone.norm_f(hidden))
-        knocked = ours(input_ids, Knockout(edges=tuple(edges), layers=(1,), mode=mode))[0]
+        knocked = knocked_logits(ours, input_ids, Knockout(edges=tuple(edges), layers=(1,), mode=mode))[0]
         clean = ours(input_ids)[0]
     assert (knocked - expected).abs().max().item() <= 1e-4
     targets = [3, 4, 6]
@@ -112,7 +113,7 @@ def test_zero_delta_differs_only_when_a_source_decays_across_the_blocked_step(pa
 
     def logits(source: int, mode: KnockoutMode) -> torch.Tensor:
         with torch.no_grad():
-            return ours(input_ids, Knockout.between([8], [source], layers=(0, 1), mode=mode))[:, -1]
+            return knocked_logits(ours, input_ids, Knockout.between([8], [source], layers=(0, 1), mode=mode))[:, -1]
 
     # blocking s = 4 < t = 8: zero-delta also skips step 4's decay of what positions 0..3 wrote
     between = (logits(4, KnockoutMode.ZERO_DELTA) - logits(4, KnockoutMode.ZERO_ATTENTION)).abs().max().item()
@@ -137,7 +138,7 @@ def test_strict_zero_delta_cuts_the_source_off_in_one_layer(pair, mode, strict, 
     input_ids = prompt(9, seed=7)
     changed = input_ids.clone()
     changed[:, source] = (changed[:, source] + 1) % VOCAB
-    knockout = ours.layer_knockouts(Knockout.between([target], [source], (0,), mode=mode, strict=strict), 9)[0]
+    knockout = layer_knockouts(ours, Knockout.between([target], [source], (0,), mode=mode, strict=strict), 9)[0]
     with torch.no_grad():
         outputs = [ours.blocks[0](ours.embed(ids), knockout)[:, target] for ids in (input_ids, changed)]
     difference = (outputs[0] - outputs[1]).abs().max().item()

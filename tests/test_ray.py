@@ -18,12 +18,12 @@ import ray
 
 from infoflow.data import load_dataset
 from infoflow.data.spans import TokenType
+from infoflow.engines.fast import FastEngine
 from infoflow.experiments import experiments, runner
 from infoflow.experiments.distributed import RayExecutor, WorkerSpec
 from infoflow.experiments.experiments import info_flow_job, info_flow_manifest_params
 from infoflow.experiments.plans import InfoFlowParams
 from infoflow.experiments.runner import Chunk, ChunkJob, ModelContext, RunContext, run_prompts
-from infoflow.knockout.fast import FastEngine
 from infoflow.models import load_model
 from infoflow.store import ResultsStore
 from tests.cli_support import (

@@ -27,7 +27,7 @@ def run_args(store: Path) -> list[str]:
 # whatever the machine's speed.
 HELD_WRITER = """
 import pathlib, sys, time
-from infoflow.knockout.fast import FastEngine
+from infoflow.engines.fast import FastEngine
 computing, release = map(pathlib.Path, sys.argv[1:3])
 del sys.argv[1:3]
 real_scores_many = FastEngine.scores_many

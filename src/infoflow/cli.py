@@ -15,7 +15,7 @@ from rich.table import Column, Table
 
 from infoflow.data.spans import TokenType
 from infoflow.experiments.filters import describe_selection
-from infoflow.knockout.spec import FeatureCategory, KnockoutMode, default_window_size
+from infoflow.interventions.knockout import FeatureCategory, KnockoutMode, default_window_size
 
 app = typer.Typer(
     help="Trace how factual information flows through Mamba and Transformer language models, by knockout.",
@@ -290,7 +290,7 @@ def info_flow_command(
                 window_sizes=tuple(window_sizes or [default_window_size(n_layers)]),
                 options=KnockoutOptions(mode=mode, strict=strict, exempt_fraction=exempt_fraction),
             )
-            params.check_model(n_layers, context.loaded.model.is_ssm)  # before any work, selection included
+            params.check_model(context.loaded.model)  # before any work, selection included
             run_id = info_flow(context, selected(context, prompts, dataset_filter, limit, seed), params)
             print_done("info-flow", run_id, context)
             out.print(f"figures and tables: infoflow report {run_id}")
@@ -331,7 +331,7 @@ def heatmap_command(
             lm = context.loaded.model
             size = window_size if window_size is not None else default_window_size(lm.n_layers)
             options = KnockoutOptions(mode=mode, strict=strict)
-            InfoFlowParams(window_sizes=(size,), options=options).check_model(lm.n_layers, lm.is_ssm)  # before work
+            InfoFlowParams(window_sizes=(size,), options=options).check_model(lm)  # before work
             chosen = selected(context, prompts, dataset_filter, limit, seed)
             run_id = heatmap(context, chosen, size, options)
             print_done("heatmap", run_id, context)

@@ -6,13 +6,13 @@ from pathlib import Path
 
 from infoflow.data import load_dataset
 from infoflow.data.spans import TokenType
+from infoflow.engines.fast import FastEngine
 from infoflow.experiments.experiments import heatmap, info_flow
 from infoflow.experiments.filters import describe_candidates, describe_selection
 from infoflow.experiments.plans import InfoFlowParams
 from infoflow.experiments.runner import RunContext
 from infoflow.experiments.selection import choose_prompts, sample_prompts
-from infoflow.knockout.fast import FastEngine
-from infoflow.knockout.spec import FeatureCategory, default_window_size
+from infoflow.interventions.knockout import FeatureCategory, default_window_size
 from infoflow.models import load_model
 from infoflow.report import write_report
 from infoflow.store import ResultsStore
@@ -40,7 +40,7 @@ def run_demo(
         context = RunContext(loaded, FastEngine(loaded.model), store, "synthetic", selection, show_progress)
         chosen = choose_prompts(context, prompts, "correct", limit=n_prompts, seed=0)
         runs = [info_flow(context, chosen, InfoFlowParams(window_sizes=(window_size,)))]
-        if loaded.model.is_ssm:  # which Mamba features carry the subject: all / slow-decay / fast-decay
+        if loaded.model.has_decay_features:  # which Mamba features carry the subject: all / slow-decay / fast-decay
             categories = InfoFlowParams(
                 sources=(TokenType.SUBJECT,), feature_categories=tuple(FeatureCategory), window_sizes=(window_size,)
             )

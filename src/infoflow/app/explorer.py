@@ -19,6 +19,8 @@ import torch
 from infoflow.app.errors import AppError
 from infoflow.data.prompts import FactPrompt
 from infoflow.data.spans import TokenSpans, TokenType, find_spans
+from infoflow.engines.base import TargetScores
+from infoflow.engines.fast import FastEngine
 from infoflow.experiments.experiments import clean_probabilities, heatmap_rows, info_flow_rows
 from infoflow.experiments.plans import (
     InfoFlowParams,
@@ -27,9 +29,7 @@ from infoflow.experiments.plans import (
     heatmap_plan,
     info_flow_plan,
 )
-from infoflow.knockout.engine import TargetScores
-from infoflow.knockout.fast import FastEngine
-from infoflow.knockout.spec import FeatureCategory, default_window_size
+from infoflow.interventions.knockout import FeatureCategory, default_window_size
 from infoflow.models.load import LoadedModel
 
 BUILTIN_MODELS = ("builtin-mamba1", "builtin-mamba2", "builtin-gpt2", "builtin-llama")
@@ -160,7 +160,7 @@ def explore(loaded: LoadedModel, request: ExplorerRequest, progress: Progress = 
         window_sizes=(size,),
         options=request.options,
     )
-    params.check_model(model.n_layers, model.is_ssm)
+    params.check_model(model)
     engine = FastEngine(model)
     heat_plan = heatmap_plan(spans, model.n_layers, size, request.options) if request.heatmap else []
     heat_chunks = [[k for k in heat_plan if k.key["window_start"] == s] for s in dict.fromkeys(

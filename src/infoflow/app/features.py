@@ -8,7 +8,7 @@ import pandas as pd
 from infoflow.app.errors import AppError
 from infoflow.app.explorer import ExplorerRequest, Progress, explore, no_progress
 from infoflow.data.spans import TokenType
-from infoflow.knockout.spec import FeatureCategory, FeatureSelection
+from infoflow.interventions.knockout import FeatureCategory, FeatureSelection
 from infoflow.models.load import LoadedModel
 
 FASTEST = "fastest decay (exempt in fast_decay)"
@@ -18,7 +18,7 @@ ORDER = (FASTEST, MIDDLE, SLOWEST)
 
 
 def require_ssm(loaded: LoadedModel) -> None:
-    if not loaded.model.is_ssm:
+    if not loaded.model.has_decay_features:
         raise AppError(
             f"{loaded.name} is an attention model ({loaded.model.family}): decay norms and feature categories "
             "exist for Mamba models only; choose builtin-mamba1, builtin-mamba2 or another Mamba model"
@@ -31,7 +31,8 @@ def decay_table(loaded: LoadedModel, exempt_fraction: float = 1 / 3) -> pd.DataF
     frames = []
     for layer in range(loaded.model.n_layers):
         norms = loaded.model.mixer(layer).decay_norms()
-        assert norms is not None
+        if norms is None:  # an attention layer of a hybrid: no decay to rank
+            continue
         norms = norms.detach().float().cpu()
         fast = FeatureSelection(FeatureCategory.FAST_DECAY, exempt_fraction).exempt_mask(norms)
         slow = FeatureSelection(FeatureCategory.SLOW_DECAY, exempt_fraction).exempt_mask(norms)

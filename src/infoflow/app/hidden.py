@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from infoflow.app.explorer import ExplorerRequest, prompt_spans
+from infoflow.engines.reference import ReferenceEngine
 from infoflow.experiments.experiments import attention
 from infoflow.experiments.runner import RunContext
-from infoflow.knockout.reference import ReferenceEngine
 from infoflow.models.load import LoadedModel
 from infoflow.store import ResultsStore
 

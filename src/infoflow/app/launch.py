@@ -12,13 +12,13 @@ from pathlib import Path
 
 from infoflow.data import load_dataset
 from infoflow.data.spans import TokenType
+from infoflow.engines.fast import FastEngine
 from infoflow.experiments.experiments import heatmap, info_flow
 from infoflow.experiments.filters import describe_selection
 from infoflow.experiments.plans import InfoFlowParams, KnockoutOptions
 from infoflow.experiments.runner import RunContext
 from infoflow.experiments.selection import choose_prompts
-from infoflow.knockout.fast import FastEngine
-from infoflow.knockout.spec import FeatureCategory, KnockoutMode, default_window_size
+from infoflow.interventions.knockout import FeatureCategory, KnockoutMode, default_window_size
 from infoflow.models.load import LoadedModel
 from infoflow.store import ResultsStore
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from infoflow.data.spans import PromptError
+from infoflow.engines.base import Engine
 from infoflow.experiments.runner import Chunk, JobFactory, Rows, run_chunk
-from infoflow.knockout.engine import Engine
 from infoflow.models.base import CausalLM
 from infoflow.models.load import LoadedModel
 
@@ -26,8 +26,8 @@ RESTARTS = 3  # restarts of a dead worker, and retries of each chunk it was runn
 
 def make_engine(name: str, model: CausalLM, batch_size: int | None) -> Engine:
     """The engine ``name`` (fast or reference) on ``model``; ``batch_size`` None: the fast engine sizes it."""
-    from infoflow.knockout.fast import FastEngine
-    from infoflow.knockout.reference import ReferenceEngine
+    from infoflow.engines.fast import FastEngine
+    from infoflow.engines.reference import ReferenceEngine
 
     if name == "fast":
         return FastEngine(model, max_batch=batch_size)

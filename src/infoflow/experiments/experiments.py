@@ -11,6 +11,7 @@ import torch
 
 from infoflow.data.prompts import FactPrompt
 from infoflow.data.spans import PromptError, TokenSpans
+from infoflow.engines.base import TargetScores
 from infoflow.experiments.plans import (
     InfoFlowParams,
     KnockoutOptions,
@@ -20,7 +21,7 @@ from infoflow.experiments.plans import (
     relative_change,
 )
 from infoflow.experiments.runner import ChunkJob, ModelContext, Rows, RunContext, run_each, run_prompts, with_ids
-from infoflow.knockout.engine import TargetScores
+from infoflow.interventions.layer_knockout import layer_knockouts
 from infoflow.models.base import CausalLM
 
 TOP_K = 5
@@ -131,7 +132,9 @@ def non_finite_error(
     """The error of a prompt whose output is NaN or infinite: names the prompt and the first layer whose residual
     stream is not finite (on the clean run, or under the knockout ``planned`` that produced it)."""
     ids = prompt_ids(spans).view(1, -1).to(context.engine.device)
-    stream = context.loaded.model.residual_stream(ids, None if planned is None else planned.knockout)
+    model = context.loaded.model
+    knockout = None if planned is None else planned.knockout
+    stream = model.residual_stream(ids, layer_knockouts(model, knockout, ids.shape[1]))
     bad = next((i for i, hidden in enumerate(stream) if not torch.isfinite(hidden).all()), None)
     if bad is None:
         place = "after the final norm or unembedding (the residual stream is finite)"
@@ -146,7 +149,7 @@ def info_flow(
 ) -> str:
     """p, diff = (p - p0)/p0 * 100 and hit (target still top-1) for every knockout of the sweep."""
     model = context.loaded.model
-    params.check_model(model.n_layers, model.is_ssm)
+    params.check_model(model)
     job = partial(info_flow_job, params)
     return run_prompts(context, "info_flow", info_flow_manifest_params(params), prompts, job, chunk_size=chunk_size)
 
@@ -195,7 +198,7 @@ def heatmap(
     """p of the target when last <- position i is knocked out, for every position i and window start."""
     model = context.loaded.model
     options = options or KnockoutOptions()
-    InfoFlowParams(window_sizes=(window_size,), options=options).check_model(model.n_layers, model.is_ssm)
+    InfoFlowParams(window_sizes=(window_size,), options=options).check_model(model)
     params = {"window_size": window_size, **knockout_manifest_params(options)}
     job = partial(heatmap_job, window_size, options)
     return run_prompts(context, "heatmap", params, prompts, job, chunk_size=chunk_size)
@@ -254,8 +257,8 @@ def attention_job(chosen: list[int], per_feature: bool, context: ModelContext) -
             raise non_finite_error(context, prompt, spans)
         rows = []
         for layer in chosen:
-            block = model.blocks[layer]
-            matrices = block.mixer.hidden_attention(block.mixer_norm(stream[layer]))[0].float().cpu()  # [F, T, T]
+            prepared = model.block(layer).mixer_inputs(stream[layer])
+            matrices = model.mixer(layer).terms(prepared).matrix[0].float().cpu()  # [F, T, T]
             rows.append({"layer": layer, "feature": "mean", "matrix": matrices.mean(0).tolist(), "tokens": tokens})
             if per_feature:
                 rows += [

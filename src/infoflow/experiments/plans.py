@@ -6,9 +6,20 @@ Plans know token types and windows, never architectures: engines run them on any
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from infoflow.data.spans import TokenSpans, TokenType
-from infoflow.knockout.spec import FeatureCategory, FeatureSelection, Knockout, KnockoutMode, window, window_starts
+from infoflow.interventions.knockout import (
+    FeatureCategory,
+    FeatureSelection,
+    Knockout,
+    KnockoutMode,
+    window,
+    window_starts,
+)
+
+if TYPE_CHECKING:
+    from infoflow.models.base import CausalLM
 
 
 @dataclass(frozen=True)
@@ -42,16 +53,13 @@ class InfoFlowParams:
             if not getattr(self, name):
                 raise ValueError(f"an info-flow sweep needs at least one of {name.replace('_', ' ')}")
 
-    def check_model(self, n_layers: int, is_ssm: bool) -> None:
-        """Refuse up front what no prompt could run: windows deeper than the model, SSM options on attention."""
+    def check_model(self, model: CausalLM) -> None:
+        """Refuse up front what no prompt could run: windows deeper than the model, options no layer supports."""
+        from infoflow.interventions.layer_knockout import check_options
+
         for size in self.window_sizes:
-            window(0, size, n_layers)
-        if not is_ssm:
-            mamba_only = [c.value for c in self.feature_categories if c is not FeatureCategory.ALL]
-            if mamba_only or self.options.mode is not KnockoutMode.ZERO_ATTENTION or self.options.strict:
-                raise ValueError(
-                    "feature categories other than 'all', zero-delta and strict apply to Mamba models only"
-                )
+            window(0, size, model.n_layers)
+        check_options(model, self.options.mode, self.options.strict, self.feature_categories)
 
 
 @dataclass(frozen=True)

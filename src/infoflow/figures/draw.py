@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from infoflow.figures.analyses import first_position_bias, with_prompt_order
 from infoflow.figures.figure_set import StudyRuns
-from infoflow.knockout.spec import FeatureCategory
+from infoflow.interventions.knockout import FeatureCategory
 from infoflow.plots import heatmap_figure, info_flow_figure, runs_frame, save_figure
 from infoflow.store import ResultsStore
 

@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infoflow.data import FactPrompt, load_dataset
+from infoflow.engines.fast import FastEngine
 from infoflow.experiments.experiments import evaluate, heatmap, info_flow
 from infoflow.experiments.filters import describe_candidates, describe_selection
 from infoflow.experiments.plans import InfoFlowParams
 from infoflow.experiments.runner import RunContext
 from infoflow.experiments.selection import choose_prompts, sample_prompts
-from infoflow.knockout.fast import FastEngine
-from infoflow.knockout.spec import FeatureCategory, default_window_size
+from infoflow.interventions.knockout import FeatureCategory, default_window_size
 from infoflow.models import LoadedModel, load_model
 from infoflow.store import ResultsStore
 
@@ -105,8 +105,8 @@ def run_study(
         loaded = _load(name, options)
         model = loaded.model
         context = _context(loaded, store, options, selection)
-        entry = ModelRuns(loaded.name, model.family, model.is_ssm, model.n_layers)
-        categories = tuple(FeatureCategory) if model.is_ssm else (FeatureCategory.ALL,)
+        entry = ModelRuns(loaded.name, model.family, model.has_decay_features, model.n_layers)
+        categories = tuple(FeatureCategory) if model.has_decay_features else (FeatureCategory.ALL,)
         sweep = InfoFlowParams(feature_categories=categories, window_sizes=window_sizes_for(model.n_layers))
         progress(f"info-flow and heatmaps {name}: {len(chosen)} prompts, window sizes {list(sweep.window_sizes)}")
         entry.info_flow = info_flow(context, chosen, sweep)

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from infoflow.knockout.spec import KnockoutMode
 from infoflow.models.base import MixingTerms, TokenMixer
+from infoflow.models.modes import KnockoutMode, MixerKind
 
 
 @dataclass
@@ -34,6 +34,8 @@ class CausalSelfAttention(TokenMixer):
     Subclasses compute the heads (``prepare``) and merge them (``project``). With grouped-query attention
     (Hkv < H) query head h reads key/value head ``h // (H / Hkv)``.
     """
+
+    kind = MixerKind.ATTENTION
 
     def __init__(
         self, n_heads: int, n_kv_heads: int, head_dim: int, scaling: float, sliding_window: int | None

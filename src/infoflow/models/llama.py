@@ -21,8 +21,9 @@ from transformers.activations import ACT2FN
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from infoflow.models.attention import AttentionInputs, CausalSelfAttention
-from infoflow.models.base import Block, CausalLM, RMSNorm, TailRows
+from infoflow.models.base import Block, CausalLM, RMSNorm
 from infoflow.models.families import StateDict, renamer
+from infoflow.models.tails import TailRows
 
 # rope types whose frequencies depend on the run-time sequence length (transformers updates them statefully)
 LENGTH_DEPENDENT_ROPE = ("dynamic", "longrope")

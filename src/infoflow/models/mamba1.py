@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig
 
-from infoflow.knockout.spec import KnockoutMode
-from infoflow.models.base import Block, CausalLM, MixingTerms, RMSNorm, TailRows, TokenMixer
+from infoflow.models.base import Block, CausalLM, MixingTerms, RMSNorm, TokenMixer
 from infoflow.models.decode_readout import decayed_readout
 from infoflow.models.families import renamer
+from infoflow.models.modes import KnockoutMode, MixerKind
 from infoflow.models.ssm import (
     blocked_sources,
     remove_positions,
@@ -33,6 +33,7 @@ from infoflow.models.ssm import (
     tail_silu_conv,
     weightless_rms_norm,
 )
+from infoflow.models.tails import TailRows
 
 
 @dataclass
@@ -46,7 +47,10 @@ class Mamba1Inputs:
 
 
 class Mamba1Mixer(TokenMixer):
-    supports_ssm_modes = True
+    kind = MixerKind.SELECTIVE_SCAN
+    feature_name = "channel"
+    knockout_modes = frozenset(KnockoutMode)
+    supports_strict = True
 
     def __init__(
         self,

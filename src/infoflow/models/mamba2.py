@@ -21,10 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig
 
-from infoflow.knockout.spec import KnockoutMode
 from infoflow.models import mamba1
-from infoflow.models.base import Block, CausalLM, MixingTerms, RMSNorm, TailRows, TokenMixer
+from infoflow.models.base import Block, CausalLM, MixingTerms, RMSNorm, TokenMixer
+from infoflow.models.modes import KnockoutMode, MixerKind
 from infoflow.models.ssm import blocked_sources, remove_positions, segsum, silu_conv, tail_silu_conv
+from infoflow.models.tails import TailRows
 
 
 class GatedRMSNorm(nn.Module):
@@ -53,7 +54,10 @@ class Mamba2Inputs:
 
 
 class Mamba2Mixer(TokenMixer):
-    supports_ssm_modes = True
+    kind = MixerKind.SSD
+    feature_name = "head"
+    knockout_modes = frozenset(KnockoutMode)
+    supports_strict = True
 
     def __init__(
         self,

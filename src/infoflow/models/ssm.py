@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from infoflow.models.base import TailRows
+from infoflow.models.tails import TailRows
 
 
 def causal_conv1d(x: torch.Tensor, conv: nn.Conv1d, with_bias: bool = True, in_fp32: bool = False) -> torch.Tensor:

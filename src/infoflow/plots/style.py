@@ -11,7 +11,7 @@ from typing import ParamSpec, TypeVar
 import matplotlib as mpl
 from matplotlib.figure import Figure
 
-from infoflow.knockout.spec import FeatureCategory
+from infoflow.interventions.knockout import FeatureCategory
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -54,7 +54,7 @@ def render(store_path: Path) -> None:
     if computed is not None:  # every feature's matrix, for the chosen layer only (a Mamba-1 has thousands)
         rows = layer_features(*computed, layer)
         loaded = load(computed[0])
-        if loaded.model.is_ssm:  # aggregates over the decay categories of the knockouts
+        if loaded.model.has_decay_features:  # aggregates over the decay categories of the knockouts
             table = decay_table(loaded)
             part = table[table["layer"] == layer]
             rows = hidden.with_category_means(rows, dict(zip(part["feature"], part["category"], strict=True)))

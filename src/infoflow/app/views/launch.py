@@ -11,7 +11,7 @@ from infoflow.app.store_access import open_store
 from infoflow.app.views.common import load, model_picker
 from infoflow.data.spans import TokenType
 from infoflow.experiments.plans import InfoFlowParams
-from infoflow.knockout.spec import FeatureCategory, KnockoutMode
+from infoflow.interventions.knockout import FeatureCategory, KnockoutMode
 
 
 def render(store_path: Path) -> None:

@@ -24,16 +24,11 @@ from typing import Any
 
 import torch
 
-from infoflow.knockout.engine import Engine, TargetScores, last_token_probabilities, target_scores
-from infoflow.knockout.spec import FeatureCategory, FeatureSelection, Knockout, KnockoutMode
-from infoflow.models.base import (
-    CausalLM,
-    TailRows,
-    TokenMixer,
-    batch_rows,
-    join_positions,
-    repeat_batch,
-)
+from infoflow.engines.base import Engine, TargetScores, last_token_probabilities, target_scores
+from infoflow.interventions.knockout import FeatureCategory, FeatureSelection, Knockout, KnockoutMode
+from infoflow.interventions.layer_knockout import check_knockout, exempt_features
+from infoflow.models.base import CausalLM, TokenMixer
+from infoflow.models.tails import TailRows, batch_rows, join_positions, repeat_batch
 from infoflow.models.transfer import to_device_async, to_host_async
 
 Request = tuple[torch.Tensor, Sequence[Knockout | None]]
@@ -46,21 +41,24 @@ class CleanRun:
 
     stream: list[torch.Tensor]  # n_layers + 1 tensors [P, T, D]: the residual stream entering each layer, final
     prepared: list[Any]  # per layer: the mixer's prepared inputs on the clean stream (batch P)
+    mixed_dtypes: list[torch.dtype]  # per layer: the dtype of the clean mixing (knocked mixing is cast to it)
     probabilities: torch.Tensor  # [P, V] next-token probabilities
 
     @classmethod
     def of(cls, model: CausalLM, prompts: torch.Tensor) -> CleanRun:
         model.check_length(prompts.shape[1])
         hidden = model.embed(prompts)
-        stream, prepared = [hidden], []
-        for block in model.blocks:
-            mixer = block.mixer
-            inputs = mixer.prepare(block.mixer_norm(hidden))
-            hidden = block.add_mlp(hidden + mixer.project(mixer.mix(inputs), inputs))
+        stream, prepared, mixed_dtypes = [hidden], [], []
+        for layer in range(model.n_layers):
+            block = model.block(layer)
+            inputs = block.mixer_inputs(hidden)
+            mixed = block.mixer.mix(inputs)
+            hidden = block.finish(hidden, mixed, inputs)
             stream.append(hidden)
             prepared.append(inputs)
+            mixed_dtypes.append(mixed.dtype)
         logits = model.lm_head(model.final_norm(hidden[:, -1:]))
-        return cls(stream=stream, prepared=prepared, probabilities=last_token_probabilities(logits))
+        return cls(stream, prepared, mixed_dtypes, probabilities=last_token_probabilities(logits))
 
     @property
     def n_prompts(self) -> int:
@@ -232,7 +230,7 @@ class FastEngine(Engine):
         for prompt, prompt_knockouts in enumerate(knockouts):
             for knockout in prompt_knockouts:
                 if knockout is not None:  # every knockout is checked, also those that block nothing
-                    self.model.check_knockout(knockout)
+                    check_knockout(self.model, knockout)
                     edges = edge_sets.setdefault(knockout.edges, len(edge_sets))
                     if knockout.first_target is not None and knockout.layers:
                         tail = Tail(prompt, slot, edges, frozenset(knockout.layers), knockout.features)
@@ -309,22 +307,22 @@ class FastEngine(Engine):
             joining = bisect.bisect_right(first_layers, layer) - joined
             hidden = torch.cat([hidden, clean.stream[layer][prompts[joined : joined + joining], start:]])
             joined += joining
-            block = self.model.blocks[layer]
+            block = self.model.block(layer)
             prefix = clean.prepared[layer]
             if present_index is not None:
                 prefix = batch_rows(prefix, present_index)
             active = rows.head(joined)
-            tail = block.mixer.prepare_tail(block.mixer_norm(hidden), prefix, start, active)
+            tail = block.tail_inputs(hidden, prefix, start, active)
             layer_rows = plan.layer_rows(layer, joined, group.mode, group.strict)
             mixed = tail_mixing(block.mixer, prefix, tail, layer_rows, start, active)
-            hidden = block.add_mlp(hidden + block.mixer.project(mixed, tail))
+            hidden = block.finish(hidden, mixed.to(clean.mixed_dtypes[layer]), tail)
         logits = self.model.lm_head(self.model.final_norm(hidden[:, -1:]))
         return last_token_probabilities(logits)
 
     def exempt_mask(self, layer: int, selection: FeatureSelection) -> torch.Tensor | None:
         key = (layer, selection)
         if key not in self.exempt_masks:
-            self.exempt_masks[key] = self.model.exempt_features(layer, selection)
+            self.exempt_masks[key] = exempt_features(self.model, layer, selection)
         return self.exempt_masks[key]
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from infoflow.knockout.spec import Knockout
+from infoflow.interventions.knockout import Knockout
 from infoflow.models.base import CausalLM
 
 

@@ -12,17 +12,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from infoflow.models.modes import KnockoutMode
+
 if TYPE_CHECKING:  # torch is imported where a tensor is made, so that the command line starts without it
     import torch
 
-
-class KnockoutMode(StrEnum):
-    """How a Mamba mixer removes a blocked edge (attention models accept only ``ZERO_ATTENTION``)."""
-
-    # alpha[t, s, f] = 0: the source's term is removed, the decay between s and t is kept (reference default)
-    ZERO_ATTENTION = "zero-attention"
-    # Delta[s] = 0 for the target's view: the source adds nothing *and* its step does not decay the state
-    ZERO_DELTA = "zero-delta"
+__all__ = ["FeatureCategory", "FeatureSelection", "Knockout", "KnockoutMode", "window", "window_starts"]
 
 
 class FeatureCategory(StrEnum):
@@ -60,17 +55,12 @@ class FeatureSelection:
         if not 0.0 <= self.exempt_fraction <= 1.0:
             raise ValueError(f"exempt_fraction must be in [0, 1], got {self.exempt_fraction}")
 
-    def exempt_mask(self, decay_norms: torch.Tensor | None) -> torch.Tensor | None:
+    def exempt_mask(self, decay_norms: torch.Tensor) -> torch.Tensor | None:
         """Bool [F], True = exempt, from per-feature decay norms [F]; None when nothing is exempt."""
         import torch
 
         if self.category is FeatureCategory.ALL:
             return None
-        if decay_norms is None:
-            raise ValueError(
-                f"feature category {self.category.value!r} needs decay-ranked features, which only Mamba "
-                "models have; use the category 'all' for attention models"
-            )
         n_features = decay_norms.shape[0]
         n_exempt = int(n_features * self.exempt_fraction)
         # reference: argsort ascending (fast decay first) for FAST_DECAY, descending for SLOW_DECAY

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 
 import torch
 
-from infoflow.knockout.engine import Engine, last_token_probabilities
-from infoflow.knockout.spec import Knockout
+from infoflow.engines.base import Engine, last_token_probabilities
+from infoflow.interventions.knockout import Knockout
+from infoflow.interventions.layer_knockout import layer_knockouts
 
 
 class ReferenceEngine(Engine):
@@ -18,5 +19,9 @@ class ReferenceEngine(Engine):
     @torch.no_grad()
     def probabilities(self, input_ids: torch.Tensor, knockouts: Sequence[Knockout | None]) -> torch.Tensor:
         prompt = input_ids.view(1, -1).to(self.device)
-        rows = [last_token_probabilities(self.model(prompt, knockout))[0] for knockout in knockouts]
+        seq_len = prompt.shape[1]
+        rows = [
+            last_token_probabilities(self.model(prompt, layer_knockouts(self.model, knockout, seq_len)))[0]
+            for knockout in knockouts
+        ]
         return torch.stack(rows) if rows else torch.empty(0, self.model.lm_head.out_features)

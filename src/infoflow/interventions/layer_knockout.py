@@ -1,0 +1,103 @@
+"""An edge knockout as the layers of a model see it: validation against the layers' capabilities, the
+features each layer exempts, and the knocked-out mixing of one layer (the reference engine's path)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from infoflow.interventions.knockout import FeatureCategory, FeatureSelection, Knockout, KnockoutMode
+from infoflow.models.base import CausalLM, LayerIntervention, TokenMixer
+from infoflow.models.tails import repeat_batch
+
+
+def check_knockout(model: CausalLM, knockout: Knockout) -> None:
+    """A ``ValueError`` for layers the model lacks and for options none of its layers supports.
+
+    Options that change how a recurrence removes an edge (a mode other than zero-attention, strict, feature
+    categories) apply to the layers that support them; in a hybrid the other layers remove the edge plainly.
+    """
+    n_layers = model.n_layers
+    bad_layers = [layer for layer in knockout.layers if layer >= n_layers]
+    if bad_layers:
+        raise ValueError(f"layers {bad_layers} do not exist in a model with {n_layers} layers")
+    check_options(model, knockout.mode, knockout.strict, (knockout.features.category,))
+
+
+def check_options(model: CausalLM, mode: KnockoutMode, strict: bool, categories: tuple[FeatureCategory, ...]) -> None:
+    """A ``ValueError`` naming the first of ``mode``, ``strict`` and ``categories`` that no layer supports."""
+    mixers = [model.mixer(layer) for layer in range(model.n_layers)]
+    if not any(mode in mixer.knockout_modes for mixer in mixers):
+        raise ValueError(f"knockout mode {mode.value!r} {recurrent_only(model)}")
+    if strict and not any(mixer.supports_strict for mixer in mixers):
+        raise ValueError(f"strict knockout (blocking conv taps too) {recurrent_only(model)}")
+    decaying = model.has_decay_features
+    for category in categories:
+        if category is not FeatureCategory.ALL and not decaying:
+            raise ValueError(f"feature category {category.value!r} {recurrent_only(model)}; use the category 'all'")
+
+
+def recurrent_only(model: CausalLM) -> str:
+    return (
+        f"applies to Mamba models only (state-space layers), and every layer of this {model.family} model "
+        "is attention, where a blocked edge's logit is set to -inf"
+    )
+
+
+def exempt_features(model: CausalLM, layer: int, selection: FeatureSelection) -> torch.Tensor | None:
+    """Bool [F] of the features a knockout leaves untouched in ``layer`` (None: none exempt). Feature
+    categories rank decaying features; a layer without them (attention in a hybrid) exempts none."""
+    norms = model.mixer(layer).decay_norms()
+    return None if norms is None else selection.exempt_mask(norms)
+
+
+@dataclass(frozen=True)
+class LayerKnockout(LayerIntervention):
+    """A knockout as one layer sees it (applies to every prompt of the batch)."""
+
+    blocked: torch.Tensor  # bool [T, T]; blocked[t, s]: t may not receive from s (only s <= t set)
+    mode: KnockoutMode = KnockoutMode.ZERO_ATTENTION
+    strict: bool = False
+    exempt: torch.Tensor | None = None  # bool [F]; True = feature untouched by the knockout
+
+    def mixing(self, mixer: TokenMixer, prepared: Any, mixed: torch.Tensor) -> torch.Tensor:
+        """Replace the rows of ``mixed`` [B, T, F, P] that have a blocked edge by their knocked-out values.
+
+        Rows without a blocked edge keep their clean values bit for bit. Each target row r gets its own
+        copy of the inputs in which only row r's edges are blocked (so zero-delta and strict, which change
+        the sources themselves, affect row r alone).
+        """
+        rows = self.blocked.any(dim=-1).nonzero().squeeze(-1)  # [R] target positions
+        if rows.numel() == 0:
+            return mixed
+        batch, n_rows = mixed.shape[0], rows.numel()
+        single_row = torch.zeros(n_rows, *self.blocked.shape, dtype=torch.bool, device=self.blocked.device)
+        single_row[torch.arange(n_rows), rows] = self.blocked[rows]  # [R, T, T]
+        copies = repeat_batch(prepared, n_rows)  # [B*R, ...], prompt-major
+        knocked = mixer.terms(copies, single_row.repeat(batch, 1, 1), self.mode, self.strict).mixed()
+        knocked = knocked.unflatten(0, (batch, n_rows))[:, torch.arange(n_rows), rows]  # [B, R, F, P]
+        if self.exempt is not None:
+            exempt = self.exempt.view(1, 1, -1, 1)
+            knocked = torch.where(exempt, mixed[:, rows], knocked)
+        mixed = mixed.clone()
+        mixed[:, rows] = knocked.to(mixed.dtype)
+        return mixed
+
+
+def layer_knockouts(model: CausalLM, knockout: Knockout | None, seq_len: int) -> dict[int, LayerKnockout]:
+    """The knockout as each layer sees it; validated against the model and the prompt length."""
+    if knockout is None:
+        return {}
+    check_knockout(model, knockout)
+    blocked = knockout.blocked_matrix(seq_len, device=model.lm_head.weight.device)
+    return {
+        layer: LayerKnockout(
+            blocked=blocked,
+            mode=knockout.mode,
+            strict=knockout.strict,
+            exempt=exempt_features(model, layer, knockout.features),
+        )
+        for layer in knockout.layers
+    }

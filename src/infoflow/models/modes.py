@@ -1,0 +1,27 @@
+"""How a mixer removes a blocked edge (torch-free, so that knockout specs import it without torch)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class KnockoutMode(StrEnum):
+    """How a recurrent mixer removes a blocked edge (attention has one way: its logit is set to -inf)."""
+
+    # alpha[t, s, f] = 0: the source's term is removed, the decay between s and t is kept (reference default)
+    ZERO_ATTENTION = "zero-attention"
+    # Delta[s] = 0 for the target's view: the source adds nothing *and* its step does not decay the state
+    ZERO_DELTA = "zero-delta"
+
+
+class MixerKind(StrEnum):
+    """What a layer's token mixer is; hybrids mix kinds across layers."""
+
+    ATTENTION = "attention"
+    SELECTIVE_SCAN = "selective_scan"  # Mamba-1: one decay per channel and state
+    SSD = "ssd"  # Mamba-2: one scalar decay per head
+
+    @property
+    def is_recurrent(self) -> bool:
+        """A recurrence (state-space or linear RNN) rather than softmax attention."""
+        return self is not MixerKind.ATTENTION
