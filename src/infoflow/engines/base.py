@@ -38,6 +38,7 @@ class Engine(ABC):
     """Runs knockouts of one model on one prompt at a time."""
 
     name: str
+    prompts_per_call: int = 32  # prompts a runner hands over at once (and stores in one transaction)
 
     def __init__(self, model: CausalLM) -> None:
         self.model = model

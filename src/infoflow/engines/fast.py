@@ -158,6 +158,7 @@ class FastEngine(Engine):
         super().__init__(model)
         self.max_batch = max_batch
         self.max_prompts = max_prompts
+        self.prompts_per_call = max_prompts  # a runner's chunk is one clean pass when its prompts share a length
         self.exempt_masks: dict[tuple[int, FeatureSelection], torch.Tensor | None] = {}
         self.row_bytes: dict[tuple[int, int, KnockoutMode, bool], float] = {}  # measured GPU memory per tail row
 

@@ -25,7 +25,6 @@ from infoflow.interventions.layer_knockout import layer_knockouts
 from infoflow.models.base import CausalLM
 
 TOP_K = 5
-CHUNK_PROMPTS = 32  # prompts per engine call and per store transaction
 
 
 def prompt_ids(spans: TokenSpans) -> torch.Tensor:
@@ -145,7 +144,7 @@ def non_finite_error(
 
 
 def info_flow(
-    context: RunContext, prompts: Sequence[FactPrompt], params: InfoFlowParams, chunk_size: int = CHUNK_PROMPTS
+    context: RunContext, prompts: Sequence[FactPrompt], params: InfoFlowParams, chunk_size: int | None = None
 ) -> str:
     """p, diff = (p - p0)/p0 * 100 and hit (target still top-1) for every knockout of the sweep."""
     model = context.loaded.model
@@ -193,7 +192,7 @@ def heatmap(
     prompts: Sequence[FactPrompt],
     window_size: int,
     options: KnockoutOptions | None = None,
-    chunk_size: int = CHUNK_PROMPTS,
+    chunk_size: int | None = None,
 ) -> str:
     """p of the target when last <- position i is knocked out, for every position i and window start."""
     model = context.loaded.model

@@ -78,11 +78,15 @@ def run_prompts(
     params: dict[str, Any],
     prompts: Sequence[FactPrompt],
     make_job: JobFactory,
-    chunk_size: int = 1,
+    chunk_size: int | None = None,
 ) -> str:
     """Run ``make_job``'s chunk job on chunks of the prompts not yet done in the run of this manifest, here or on
     ``context.executor``; each chunk's rows, and each prompt's reason for being skipped, are stored (by this
-    process only) as the chunk completes. Returns the run id."""
+    process only) as the chunk completes. Returns the run id.
+
+    Prompts run shortest first, in chunks of ``chunk_size`` prompts (default: as many as the engine runs in one
+    clean pass), so that a chunk's prompts mostly share one length and so one clean pass and one tail group.
+    """
     manifest = Manifest(
         kind=kind,
         model_id=context.loaded.name,
@@ -100,10 +104,13 @@ def run_prompts(
         with progress_bar(context.show_progress) as progress:
             label = f"{kind} {short_model_name(context.loaded.name)}"
             task = progress.add_task(label, total=len(prompts), completed=len(done))
-            chunks = [todo[start : start + chunk_size] for start in range(0, len(todo), chunk_size)]
-            usable = [usable_prompts(context, run.run_id, chunk) for chunk in chunks]
-            for index, rows in compute_chunks(context, make_job, usable):
-                store_rows(context.store, run.run_id, usable[index], rows)
+            usable = usable_prompts(context, run.run_id, todo)
+            progress.advance(task, len(todo) - len(usable))  # prompts whose reason for being skipped is stored
+            usable.sort(key=lambda item: item[1].num_tokens)  # stable: equal lengths keep their order
+            size = chunk_size or context.engine.prompts_per_call
+            chunks = [usable[start : start + size] for start in range(0, len(usable), size)]
+            for index, rows in compute_chunks(context, make_job, chunks):
+                store_rows(context.store, run.run_id, chunks[index], rows)
                 progress.advance(task, len(chunks[index]))
         status = "complete"
     finally:
