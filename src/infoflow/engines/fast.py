@@ -238,10 +238,10 @@ class FastEngine(Engine):
                         groups[(knockout.first_target, knockout.mode, knockout.strict)].append(tail)
                 slot += 1
         # [E, T, T]; building them checks that every edge lies in the prompt
-        blocked = [Knockout(edges, ()).blocked_matrix(seq_len) for edges in edge_sets]
+        matrices = [Knockout(edges, ()).blocked_matrix(seq_len) for edges in edge_sets]
         if not groups:
             return results
-        blocked = to_device_async(torch.stack(blocked), self.device)
+        blocked = to_device_async(torch.stack(matrices), self.device)
         for (start, mode, strict), tails in groups.items():
             tails.sort(key=lambda tail: (tail.first_layer, tail.prompt))
             self.run_in_batches(TailGroup(clean, blocked, start, mode, strict), tails, results)

@@ -18,7 +18,9 @@ def causal_conv1d(x: torch.Tensor, conv: nn.Conv1d, with_bias: bool = True, in_f
     kernel, seq_len = conv.kernel_size[0], x.shape[1]
     padded = F.pad(x, (0, 0, kernel - 1, 0))  # [B, K - 1 + T, C]
     weight = conv.weight[:, 0].float()  # [C, K]
-    out = sum(padded[:, k : k + seq_len].float() * weight[:, k] for k in range(kernel))  # fp32 sums
+    out = padded[:, :seq_len].float() * weight[:, 0]  # fp32 sums
+    for k in range(1, kernel):
+        out = out + padded[:, k : k + seq_len].float() * weight[:, k]
     if with_bias and conv.bias is not None:
         out = out + conv.bias.float()
     return out if in_fp32 else out.to(x.dtype)

@@ -132,7 +132,8 @@ def mamba2_config(ssm: dict[str, Any], common: dict[str, Any]) -> Mamba2Config:
         "norm_before_gate": ssm["norm_before_gate"],  # norm(y) * silu(z) instead of norm(y * silu(z))
     }
     check_supported(unsupported, ssm)
-    return Mamba2Config(
+    # norm_group_size is an extra config attribute that our build reads
+    return Mamba2Config(  # type: ignore[call-arg]
         num_heads=d_inner // ssm["headdim"],
         head_dim=ssm["headdim"],
         state_size=ssm["d_state"],
