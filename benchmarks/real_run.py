@@ -44,15 +44,14 @@ from infoflow.store import ResultsStore
 BOS = "<|endoftext|>"
 
 
-def fact_table(data: Path, n_prompts: int, seed: int = 0) -> pd.DataFrame:
-    """``n_prompts`` rows (prompt, subject, target) of a CounterFact parquet or a known_1000 JSON file."""
+def fact_table(data: Path) -> pd.DataFrame:
+    """The rows (prompt, subject, target) of a CounterFact parquet or a known_1000 JSON file."""
     if data.suffix == ".parquet":
         frame = pd.read_parquet(data).rename(columns={"target_true": "target"})
     else:
         frame = pd.read_json(data).rename(columns={"attribute": "target"})
         frame["target"] = " " + frame["target"].str.strip()
-    frame = frame[["prompt", "subject", "target"]].drop_duplicates("prompt")
-    return frame.sample(n=min(n_prompts, len(frame)), random_state=seed).reset_index(drop=True)
+    return frame[["prompt", "subject", "target"]].drop_duplicates("prompt").reset_index(drop=True)
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
@@ -89,7 +88,8 @@ def timed(function, *args, **kwargs):
 
 def command_seconds(arguments: list[str]) -> float:
     begin = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "infoflow.cli", *arguments], check=True, stdout=subprocess.DEVNULL)
+    command = [sys.executable, "-c", "from infoflow.cli import app; app()", *arguments]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return time.perf_counter() - begin
 
 
@@ -106,9 +106,10 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="infoflow-bench-"))
-    facts = fact_table(args.data, args.prompts)
+    every_fact = fact_table(args.data)
+    facts = every_fact.sample(n=min(args.prompts, len(every_fact)), random_state=0)
     facts.to_csv(work / "facts.csv", index=False)
-    tokenizer = train_tokenizer((facts["prompt"] + facts["target"]).tolist(), args.vocab)
+    tokenizer = train_tokenizer((every_fact["prompt"] + every_fact["target"]).tolist(), args.vocab)
     _, build_seconds = timed(save_model_folder, args.shape, work / "model", tokenizer, args.device)
     options = ["--filter", "all", "-n", str(args.prompts), "-w", str(args.window_size)]
     options += ["--device", args.device, "--dtype", args.dtype]
