@@ -159,12 +159,12 @@ def shortfall(
     n = len(selection.prompts)
     why = ""
     if evaluated:
-        correct = sum(1 for i in evaluated if ranks.get(i) == 1)
-        failed = len(evaluated - ranks.keys())
-        not_evaluated = f", {failed} could not be evaluated" if failed else ""
+        scored = evaluated & ranks.keys()
+        correct = sum(1 for i in scored if ranks[i] == 1)
+        failed = len(evaluated) - len(scored)
         why = (
-            f" ({short_model_name(context.loaded.name)} is top-1 correct on {correct} of the {len(evaluated)} "
-            f"prompts it was evaluated on{not_evaluated})"
+            f" ({short_model_name(context.loaded.name)} is top-1 correct on {correct} of the {len(scored)} "
+            f"prompts evaluated{f'; {failed} could not be evaluated' if failed else ''})"
         )
     return (
         f"only {n} of the {selection.n_candidates} prompts of {context.dataset} pass {expression!r}{why}; "
