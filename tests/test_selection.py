@@ -281,4 +281,3 @@ def test_the_command_line_says_and_records_a_shortfall(cli_environment: Path, tm
     assert run_filter == "ids(1, 2) | sample 5 by hash (seed 0); only 2 of 6 pass"
     enough = invoke("evaluate", "-m", MODEL, "-d", cli_environment, "--store", store, "--filter", "ids(1, 2)", "-n", 2)
     assert "note:" not in enough.output
-

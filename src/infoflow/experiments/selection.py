@@ -167,8 +167,7 @@ def shortfall(
             f"prompts evaluated{f'; {failed} could not be evaluated' if failed else ''})"
         )
     return (
-        f"only {n} of the {selection.n_candidates} prompts of {context.dataset} pass {expression!r}{why}; "
-        f"running {n}"
+        f"only {n} of the {selection.n_candidates} prompts of {context.dataset} pass {expression!r}{why}; running {n}"
     )
 
 
