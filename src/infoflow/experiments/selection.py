@@ -30,8 +30,8 @@ class Selection:
     """The prompts chosen, and why there are fewer than the limit asked for (None: there are not)."""
 
     prompts: list[FactPrompt]
+    n_candidates: int  # prompts considered: the whole dataset
     shortfall: str | None = None
-    n_candidates: int = 0  # prompts considered: the whole dataset
 
     def recorded(self, description: str) -> str:
         """A run's selection as its manifest records it: ``description``, then the shortfall if any."""
@@ -141,7 +141,7 @@ def choose(
         start += len(segment)
     evaluation.record_coverage()
     chosen = sorted(chosen[:limit])  # the first ``limit`` in the seeded order: ``sample(selection, limit, seed)``
-    selection = Selection([by_id[i] for i in chosen], n_candidates=len(by_id))
+    selection = Selection([by_id[i] for i in chosen], len(by_id))
     if limit is None or len(chosen) >= limit:
         return selection
     return replace(selection, shortfall=shortfall(context, expression, selection, undecided, evaluation.ranks))
