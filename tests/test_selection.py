@@ -13,11 +13,11 @@ import torch
 
 from infoflow.data.prompts import FactPrompt
 from infoflow.data.spans import PromptError, find_spans
+from infoflow.engines.fast import FastEngine
 from infoflow.experiments.experiments import evaluate
 from infoflow.experiments.filters import FilterError, sample
 from infoflow.experiments.runner import RunContext
 from infoflow.experiments.selection import MIN_CHUNK, Selection, choose, chunk_size
-from infoflow.knockout.fast import FastEngine
 from infoflow.models import load_model
 from infoflow.models.load import LoadedModel
 from infoflow.store import ResultsStore
