@@ -193,6 +193,28 @@ def test_filters_on_other_models_evaluations(
     assert ids_of(choose(context, facts, f"all-correct(other, {MODEL})", None, 0)) == sorted(by_other)
 
 
+def test_another_models_partial_evaluation_is_refused_until_completed(
+    loaded: LoadedModel,
+    facts: list[FactPrompt],
+    oracle_ranks: dict[int, int],
+    open_store: Callable[[str], ResultsStore],
+) -> None:
+    """A selection for model "other" evaluates it only in part; a filter on its results must not read the
+    prompts it lacks as wrong."""
+    store = open_store("results")
+    choose(context_of(loaded, store, name="other"), facts, "correct", 2, seed=0)
+    with pytest.raises(FilterError) as error:
+        choose(context_of(loaded, store), facts, "correct(other)", 5, seed=0)
+    assert str(error.value) == (
+        "the evaluate results of model 'other' on dataset 'facts' are partial (evaluated on "
+        f"{MIN_CHUNK} of {len(facts)} prompts, as far as a prompt selection needed); "
+        "run `infoflow evaluate --model other --dataset facts` to complete them"
+    )
+    evaluate(replace(context_of(loaded, store, name="other"), dataset_filter="all"), facts)  # what that command does
+    correct = frozenset(i for i, k in oracle_ranks.items() if k == 1)
+    assert ids_of(choose(context_of(loaded, store), facts, "correct(other)", 5, seed=0)) == sample(correct, 5, 0)
+
+
 @pytest.mark.parametrize("expression", ["correct(nobody)", "correct and correct(nobody)", "not top(2, nobody)"])
 def test_missing_evaluations_of_another_model_fail_before_any_evaluation(
     expression: str, loaded: LoadedModel, facts: list[FactPrompt], open_store: Callable[[str], ResultsStore]

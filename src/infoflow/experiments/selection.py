@@ -18,7 +18,7 @@ from infoflow.experiments.experiments import evaluate
 from infoflow.experiments.filters import FilterContext, FilterError, parse_filter, sample, seeded_order
 from infoflow.experiments.runner import RunContext
 from infoflow.models.load import short_model_name
-from infoflow.store import ResultsStore, RunStatus
+from infoflow.store import ResultsStore, Run, RunStatus
 
 MIN_CHUNK = 32  # prompts evaluated at least per step: one evaluate batch
 FIRST_GUESS = 4  # before any pass rate is known, evaluate this many prompts per prompt still wanted
@@ -40,16 +40,37 @@ class Selection:
         return f"{description}; only {len(self.prompts)} of {self.n_candidates} pass"
 
 
-def latest_evaluate_ranks(store: ResultsStore, model: str, dataset: str) -> dict[int, int] | None:
-    """{prompt_id: rank} of the most recent evaluate run of ``model`` on ``dataset``, or None."""
+def latest_evaluate_run(store: ResultsStore, model: str, dataset: str) -> Run | None:
+    """The most recent evaluate run of ``model`` on ``dataset``, or None."""
     runs = store.runs()
     if runs.empty:
         return None
     runs = runs[(runs["kind"] == "evaluate") & (runs["model_id"] == model) & (runs["dataset"] == dataset)]
     if runs.empty:
         return None
-    run_id = runs.sort_values("updated_at")["run_id"].iloc[-1]
-    return run_ranks(store, run_id)
+    return store.run(runs.sort_values("updated_at")["run_id"].iloc[-1])
+
+
+def latest_evaluate_ranks(store: ResultsStore, model: str, dataset: str) -> dict[int, int] | None:
+    """{prompt_id: rank} of the most recent evaluate run of ``model`` on ``dataset``, or None."""
+    run = latest_evaluate_run(store, model, dataset)
+    return None if run is None else run_ranks(store, run.run_id)
+
+
+def other_model_ranks(store: ResultsStore, model: str, dataset: str) -> dict[int, int]:
+    """{prompt_id: rank} of another model than the one under study, from its most recent evaluate run, which
+    must be complete (a partial one, e.g. evaluated only as far as a selection needed, would silently count
+    the prompts it lacks as wrong)."""
+    run = latest_evaluate_run(store, model, dataset)
+    evaluate_it = f"run `infoflow evaluate --model {model} --dataset {dataset}`"
+    if run is None:
+        raise FilterError(f"no evaluate results for model {model!r} on dataset {dataset!r}; {evaluate_it} first")
+    if run.status is not RunStatus.COMPLETE:
+        raise FilterError(
+            f"the evaluate results of model {model!r} on dataset {dataset!r} are {run.status.value} "
+            f"({run.message or 'stopped before the end'}); {evaluate_it} to complete them"
+        )
+    return run_ranks(store, run.run_id)
 
 
 def run_ranks(store: ResultsStore, run_id: str) -> dict[int, int]:
@@ -117,13 +138,7 @@ def choose(
         if model == study:
             return evaluation.ranks
         if model not in others:
-            found = latest_evaluate_ranks(context.store, model, context.dataset)
-            if found is None:
-                raise FilterError(
-                    f"no evaluate results for model {model!r} on dataset {context.dataset!r}; "
-                    f"run `infoflow evaluate --model {model} --dataset {context.dataset}` first"
-                )
-            others[model] = found
+            others[model] = other_model_ranks(context.store, model, context.dataset)
         return others[model]
 
     whole = FilterContext(universe=frozenset(by_id), model=study, ranks=ranks)
