@@ -154,10 +154,7 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 def run_chunk(usable: Chunk, job: ChunkJob) -> list[Rows | PromptError]:
     """Results of a chunk; a chunk that runs out of memory runs again prompt by prompt, and a prompt that runs
-    out of memory alone gets a ``PromptError`` instead of ending the run. A chunk whose every prompt was unusable
-    has nothing to run."""
-    if not usable:
-        return []
+    out of memory alone gets a ``PromptError`` instead of ending the run."""
     try:
         return job(usable)
     except (RuntimeError, MemoryError) as error:

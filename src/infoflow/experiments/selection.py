@@ -105,8 +105,7 @@ class StudyEvaluation:
         rank, as in the evaluate run."""
         if not prompt_ids:
             return
-        prompts = sorted((self.by_id[i] for i in prompt_ids), key=lambda p: (len(p.prompt), p.prompt_id))
-        self.run_id = evaluate(self.context, prompts)  # by length: the batches of one evaluate pass pad less
+        self.run_id = evaluate(self.context, [self.by_id[i] for i in sorted(prompt_ids)])
         self.ranks.update(run_ranks(self.context.store, self.run_id))
 
     def record_coverage(self) -> None:
