@@ -98,7 +98,7 @@ def test_evaluate(dataset: Path, store: Path, gpt2: LoadedModel) -> None:
         assert row["rank"] == 1 + int((probabilities > probabilities[spans.target_id]).sum())
     assert f"top-1 accuracy {frame['correct'].mean():.1%} on 4 prompts" in result.output
     runs = runs_of(store)
-    assert list(runs["dataset_filter"]) == ["all | sample 4 (seed 3)"]
+    assert list(runs["dataset_filter"]) == ["all | sample 4 by hash (seed 3)"]
     assert list(runs["status"]) == ["complete"] and list(runs["n_done"]) == [4]
     assert run_id in result.output
 
@@ -136,7 +136,7 @@ def test_info_flow_default_filter_evaluates_first(dataset: Path, store: Path) ->
     correct = set(evaluated.loc[evaluated["correct"], "prompt_id"])
     flow = frame_of(store, only_run(store, "info_flow"))
     assert set(flow["prompt_id"]) == set(sample(correct, 2, seed=0))
-    assert runs_of(store).set_index("kind").loc["info_flow", "dataset_filter"] == "correct | sample 2 (seed 0)"
+    assert runs_of(store).set_index("kind").loc["info_flow", "dataset_filter"] == "correct | sample 2 by hash (seed 0)"
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,12 @@ from hypothesis import strategies as st
 from infoflow.experiments.filters import (
     FilterContext,
     FilterError,
+    describe_selection,
     load_presets,
+    parse_filter,
     sample,
     save_preset,
+    seeded_order,
     select,
     tokenize,
 )
@@ -151,12 +154,40 @@ def test_lookup_only_for_models_the_expression_names() -> None:
         ("ids(1 2)", "expected ')'"),
         ("correct & ids(1)", "cannot read filter"),
         ("preset(missing)", "no preset named 'missing'"),
+        ("all(1)", "filter 'all' takes at most 0 argument(s), got 1"),
+        ("correct(m, gpt2-xl)", "filter 'correct' takes at most 1 argument(s), got 2"),
+        ("top(1, m, gpt2-xl)", "filter 'top' takes at most 2 argument(s), got 3"),
+        ("preset(good, top2)", "filter 'preset' takes at most 1 argument(s), got 2"),
     ],
 )
 def test_malformed_expressions_raise_clear_errors(expression: str, message: str) -> None:
     with pytest.raises(FilterError, match=re.escape(message)) as info:
         run(expression)
     assert isinstance(info.value, ValueError)  # the CLI turns ValueErrors into one-line messages
+
+
+@pytest.mark.parametrize(
+    "expression", ["correct and bogus", "correct(gpt2-xl) or top(x)", "top(2) and preset(missing)", "correct and ("]
+)
+def test_every_mistake_is_found_before_any_lookup(expression: str) -> None:
+    def no_lookup(model: str) -> dict[int, int]:
+        raise AssertionError(f"looked up {model}")
+
+    with pytest.raises(FilterError):
+        parse_filter(expression, PRESETS)
+    with pytest.raises(FilterError):
+        select(expression, FilterContext(universe=UNIVERSE, model="m", ranks=no_lookup), PRESETS)
+
+
+def test_describe_selection_checks_the_expression(presets_file: Path) -> None:
+    assert describe_selection("correct", None, 0) == "correct"
+    assert describe_selection("correct", 5, 2) == "correct | sample 5 by hash (seed 2)"
+    with pytest.raises(FilterError, match="unknown filter 'corect'"):
+        describe_selection("corect", 5, 2)
+    with pytest.raises(FilterError, match="no preset named 'mine'"):
+        describe_selection("preset(mine)", None, 0)
+    save_preset("mine", "top(2)")
+    assert describe_selection("preset(mine)", None, 0) == "preset(mine)"
 
 
 def test_recursive_presets_terminate_with_an_error() -> None:
@@ -260,6 +291,29 @@ def test_algebraic_laws(x: Node, y: Node) -> None:
     assert x_set <= UNIVERSE
 
 
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(tree=expressions, ranks_of_m=st.dictionaries(st.integers(0, 19), st.integers(1, 8)))
+def test_bounds_hold_whatever_the_pending_model_ranks(tree: Node, ranks_of_m: dict[int, int]) -> None:
+    """With the ranks of "m" pending, surely <= the selection for any ranks of "m" <= maybe, "m" unread."""
+    rule = parse_filter(render(tree, True), PRESETS)
+
+    def without_m(model: str) -> dict[int, int]:
+        assert model != "m", "the pending model's ranks were read"
+        return ranks(model)
+
+    surely, maybe = rule.bounds(FilterContext(UNIVERSE, "m", without_m), pending="m")
+    some_ranks = FilterContext(UNIVERSE, "m", lambda model: ranks_of_m if model == "m" else RANKS[model])
+    assert surely <= rule.select(some_ranks) <= maybe
+    assert surely <= run(render(tree, True)) <= maybe
+
+
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(tree=expressions, part=st.frozensets(st.integers(0, 19)))
+def test_a_filter_on_part_of_the_dataset_selects_that_part_of_its_selection(tree: Node, part: frozenset[int]) -> None:
+    rule = parse_filter(render(tree, True), PRESETS)
+    assert rule.select(FilterContext(part, "m", ranks)) == evaluate(tree) & part
+
+
 # --- sampling ---
 
 
@@ -289,6 +343,30 @@ def test_sample_properties(ids: set[int], n: int, seed: int) -> None:
     assert set(drawn) <= ids
     assert len(drawn) == min(n, len(ids))
     assert drawn == sample(sorted(ids, reverse=True), n, seed)
+
+
+@settings(max_examples=50, deadline=None, derandomize=True)
+@given(
+    ids=st.sets(st.integers(-50, 10_000), max_size=60),
+    keep=st.sets(st.integers(-50, 10_000), max_size=60),
+    n=st.integers(0, 70),
+    seed=st.integers(-(2**70), 2**70),
+)
+def test_the_sample_of_a_subset_is_found_walking_the_whole_order(
+    ids: set[int], keep: set[int], n: int, seed: int
+) -> None:
+    """What makes a limited selection need only part of the dataset: sampling the ids that pass a filter is
+    taking the first ``n`` that pass in the seeded order of all ids."""
+    subset = ids & keep
+    walked = [i for i in seeded_order(ids, seed) if i in subset][:n]
+    assert sample(subset, n, seed) == sorted(walked)
+    assert seeded_order(ids, seed) == seeded_order(sorted(ids, reverse=True), seed)
+
+
+def test_seeded_order_is_fixed() -> None:
+    """The order is part of what a run's manifest means ("sample N by hash (seed S)"): it must never change."""
+    assert seeded_order(range(10), 0) == [0, 6, 4, 9, 8, 2, 5, 3, 7, 1]
+    assert seeded_order(range(10), 1) == [0, 9, 7, 8, 1, 4, 3, 5, 6, 2]
 
 
 # --- presets ---

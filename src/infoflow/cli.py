@@ -164,13 +164,18 @@ def run_command(function, *args, **kwargs):
         raise typer.Exit(1) from None
 
 
-def selected(context, prompts, expression: str, limit: int | None, seed: int) -> list:
-    from infoflow.experiments.selection import choose_prompts
+def selected(context, prompts, expression: str, limit: int | None, seed: int) -> tuple:
+    """(the run's context, recording a shortfall in its manifest; the prompts chosen)."""
+    from dataclasses import replace
 
-    chosen = choose_prompts(context, prompts, expression, limit, seed)
-    if not chosen:
+    from infoflow.experiments.selection import choose
+
+    selection = choose(context, prompts, expression, limit, seed)
+    if not selection.prompts:
         raise CliError(f"the filter {expression!r} selects no prompt of {context.dataset}")
-    return chosen
+    if selection.shortfall:
+        console.print(f"[yellow]note:[/] {selection.shortfall}")
+    return replace(context, dataset_filter=selection.recorded(context.dataset_filter)), selection.prompts
 
 
 def print_done(kind: str, run_id: str, context) -> None:
@@ -238,7 +243,8 @@ def evaluate_command(
 
         setup = Setup(model, dataset, dataset_file, store, device, dtype, batch_size, engine, quiet, ray, ray_workers)
         with experiment_context(setup, describe_selection(dataset_filter, limit, seed)) as (context, prompts):
-            run_id = evaluate(context, selected(context, prompts, dataset_filter, limit, seed))
+            context, chosen = selected(context, prompts, dataset_filter, limit, seed)
+            run_id = evaluate(context, chosen)
             frame = context.store.frame(run_id, "evaluate")
             print_done("evaluate", run_id, context)
             out.print(f"top-1 accuracy {frame['correct'].mean():.1%} on {len(frame)} prompts")
@@ -291,7 +297,8 @@ def info_flow_command(
                 options=KnockoutOptions(mode=mode, strict=strict, exempt_fraction=exempt_fraction),
             )
             params.check_model(context.loaded.model)  # before any work, selection included
-            run_id = info_flow(context, selected(context, prompts, dataset_filter, limit, seed), params)
+            context, chosen = selected(context, prompts, dataset_filter, limit, seed)
+            run_id = info_flow(context, chosen, params)
             print_done("info-flow", run_id, context)
             out.print(f"figures and tables: infoflow report {run_id}")
 
@@ -332,7 +339,7 @@ def heatmap_command(
             size = window_size if window_size is not None else default_window_size(lm.n_layers)
             options = KnockoutOptions(mode=mode, strict=strict)
             InfoFlowParams(window_sizes=(size,), options=options).check_model(lm)  # before work
-            chosen = selected(context, prompts, dataset_filter, limit, seed)
+            context, chosen = selected(context, prompts, dataset_filter, limit, seed)
             run_id = heatmap(context, chosen, size, options)
             print_done("heatmap", run_id, context)
             out.print(f"figures: infoflow report {run_id}")
@@ -363,7 +370,7 @@ def attention_command(
         setup = Setup(model, dataset, dataset_file, store, device, dtype, 1, "reference", quiet)
         with experiment_context(setup, describe_selection(dataset_filter, limit, seed)) as (context, prompts):
             check_layers(context.loaded.model, layers)  # before any work, selection included
-            chosen = selected(context, prompts, dataset_filter, limit, seed)
+            context, chosen = selected(context, prompts, dataset_filter, limit, seed)
             run_id = attention(context, chosen, layers, per_feature)
             print_done("attention", run_id, context)
             out.print(f"export: infoflow runs export {run_id} attention.parquet")
