@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from infoflow.models.load import short_model_name
+from infoflow.naming import short_model_name
 from infoflow.store import ResultsStore
 
 EXPORT_FORMATS = ("csv", "parquet")

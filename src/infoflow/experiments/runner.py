@@ -17,7 +17,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from infoflow.data.prompts import FactPrompt
 from infoflow.data.spans import PromptError, TokenSpans, find_spans_many
 from infoflow.engines.base import Engine
-from infoflow.models.load import LoadedModel, short_model_name
+from infoflow.models.load import LoadedModel
+from infoflow.naming import short_model_name
 from infoflow.store import Manifest, ResultsStore
 
 Rows = list[dict[str, Any]]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from infoflow.models.load import short_model_name
+from infoflow.naming import short_model_name
 from infoflow.store import ExperimentKind, ResultsStore
 
 

@@ -3,7 +3,7 @@
 from infoflow.store.errors import NotAStoreError, SchemaVersionError, StoreError, StoreLockedError, UnknownRunError
 from infoflow.store.manifest import ExperimentKind, Manifest, Run, RunStatus
 from infoflow.store.schema import SCHEMA_VERSION, TABLES
-from infoflow.store.store import ResultsStore, default_store_path
+from infoflow.store.duckdb import ResultsStore, default_store_path
 
 __all__ = [
     "SCHEMA_VERSION",
