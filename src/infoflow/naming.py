@@ -51,7 +51,7 @@ def derived_run_name(model_id: str, kind: str, params: dict[str, object]) -> str
     """A run's name from what sets it apart: model, experiment, window sizes and layers, then every parameter
     that is not its default, e.g. ``builtin-mamba1 · info_flow · ws9 · bf16``."""
     shown = [k for k in ("window_sizes", "window_size", "layers") if params.get(k)]
-    shown += [k for k, v in params.items() if k in QUIET_PARAMS and v != QUIET_PARAMS[k]]
+    shown += [k for k, default in QUIET_PARAMS.items() if k in params and params[k] != default]
     return SEPARATOR.join([short_model_name(model_id), kind, *(_param_part(k, params[k]) for k in shown)])
 
 

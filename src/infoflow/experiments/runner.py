@@ -159,7 +159,7 @@ def start_run(context: RunContext, manifest: Manifest) -> Run:
         run = context.store.start_run(manifest, name=label and label.name, tags=label.tags if label else ())
     for warning in caught:
         if issubclass(warning.category, StoreWarning):
-            Console(stderr=True).print(f"[yellow]note:[/] {warning.message}", highlight=False)
+            Console(stderr=True, soft_wrap=True).print(f"[yellow]note:[/] {warning.message}", highlight=False)
         else:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     return run

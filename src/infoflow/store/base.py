@@ -95,7 +95,7 @@ class ResultsStore(ABC):
     @abstractmethod
     def runs(self) -> pd.DataFrame:
         """All runs, oldest first: ``run_id``, ``name``, ``tags``, manifest fields, progress (``n_done``,
-        ``n_errors``), ``status``, ``message``, ``package_version``, ``created_at``, ``updated_at``."""
+        ``n_errors``, ``n_rows``), ``status``, ``message``, ``package_version``, ``created_at``, ``updated_at``."""
 
     @abstractmethod
     def label_run(

@@ -1,14 +1,18 @@
 """Sharing one DuckDB file between a writing process and readers; opening it with clear errors; transactions.
 
 DuckDB lets one process open a file to write, or several processes open it to read, never both at once. So
-that the web app and ``infoflow runs`` can read a store while a run writes it, nobody holds the file for long:
+that the web app and ``infoflow runs`` can read a store while a run writes it, each holds the file only until
+the other side asks for it:
 
-- a reader opens the file for each operation and closes it right after; while the writer holds it, the reader
-  says so (it touches the writer's lock file) and retries for up to ``READ_WAIT`` seconds;
-- one process at a time may write (it holds ``<store>.lock`` while its store is open), but it holds DuckDB's
-  own lock only while nobody wants to read: a watcher thread closes its connection between two operations
-  when a reader has asked within the last ``READERS_LINGER`` seconds, and the next operation opens it again.
-  With no reader around the connection stays open, so writes cost what they always did.
+- one process at a time writes a store: it holds ``<store>.lock`` (``flock``) while its store is open;
+- every open store (a writer's or a reader's) keeps its DuckDB connection between operations, and a watcher
+  thread closes it between two operations when the other side asks; the next operation opens it again;
+- a reader that finds the file held asks the writer by touching ``<store>.lock``; a writer that finds it
+  held asks the readers by touching ``<store>.readers``; each retries until the file is free (a reader for
+  up to ``READ_WAIT`` seconds, a writer for up to ``WRITE_WAIT``).
+
+With nobody asking, connections stay open and cost what they always did; each request costs the holder one
+close and one open.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
@@ -32,13 +36,35 @@ from infoflow.store.errors import NotAStoreError, StoreError, StoreLockedError
 READ_WAIT = 15.0  # seconds a reader waits for a writer to let go of the file
 OPEN_WAIT = 3.0  # seconds a writer waits for readers when it opens the store (a foreign holder: refused soon)
 WRITE_WAIT = 120.0  # seconds a writer waits for readers later (its computed rows must not be lost)
-READERS_LINGER = 30.0  # seconds after a reader's last visit during which the writer lets go between operations
-WATCH_INTERVAL = 0.05  # seconds between the writer's looks at its lock file
+WATCH_INTERVAL = 0.05  # seconds between a watcher's looks at the file the other side touches to ask
 RETRY_INTERVAL = 0.02  # seconds between attempts to open a held file
 
 
 def lock_path(path: Path) -> Path:
+    """The writer's lock; readers touch it to ask the writer for the file."""
     return path.with_name(path.name + ".lock")
+
+
+def readers_path(path: Path) -> Path:
+    """What the writer touches to ask the readers for the file."""
+    return path.with_name(path.name + ".readers")
+
+
+def asked_at(signal: Path) -> float:
+    """When the other side last asked (the signal file's modification time), 0 if never."""
+    try:
+        return signal.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def ask(signal: Path, create: bool) -> None:
+    """Ask the other side for the file: touch ``signal`` (creating it if ``create``)."""
+    with contextlib.suppress(OSError):  # no writer ever, or a read-only folder: nobody to ask
+        if create:
+            signal.touch()
+        else:
+            os.utime(signal)
 
 
 class WriterLock:
@@ -56,7 +82,6 @@ class WriterLock:
             if fd is None:
                 fd = self._acquire(path, session)
             self._held[self.path] = (fd, users + 1)
-        self.since = time.time()
 
     def _acquire(self, store: Path, session: str) -> int:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -88,14 +113,6 @@ class WriterLock:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 
-    def readers_waiting(self) -> bool:
-        """Whether a reader asked for the file since this lock was taken, within the last ``READERS_LINGER`` s."""
-        try:
-            asked = self.path.stat().st_mtime
-        except OSError:
-            return False
-        return asked > self.since and time.time() - asked < READERS_LINGER
-
 
 def read_holder(path: Path) -> dict | None:
     """What a lock file says about its writer (pid, session), or None."""
@@ -125,16 +142,9 @@ def live_writer_session(path: Path) -> str | None:
         os.close(fd)
 
 
-def ask_writer_to_let_go(path: Path) -> None:
-    """Tell the process writing ``path`` (if any) that a reader wants the file: touch its lock file."""
-    with contextlib.suppress(OSError):  # no writer ever, or a read-only folder: nobody to tell
-        os.utime(lock_path(path))
-
-
 class SharedConnection:
-    """The connection of one store: opened when an operation needs it; a reader's is closed after each
-    operation, a writer's when a reader asks (see the module docstring). For one thread at a time, plus the
-    writer's watcher."""
+    """The connection of one store: opened when an operation needs it, kept until the other side asks for the
+    file (see the module docstring). For one thread at a time, plus the store's watcher."""
 
     def __init__(self, path: Path, read_only: bool, writer: WriterLock | None) -> None:
         self.path = path
@@ -144,11 +154,13 @@ class SharedConnection:
         self._lock = threading.RLock()
         self._depth = 0
         self._waited = False  # a writer waits OPEN_WAIT s for its first connection, WRITE_WAIT s later
+        # a writer is asked through its lock file and asks through the readers' file; a reader the other way round
+        self._asked, self._ask = (
+            (readers_path(path), lock_path(path)) if read_only else (lock_path(path), readers_path(path))
+        )
         self._stop = threading.Event()
-        self._watcher: threading.Thread | None = None
-        if writer is not None:
-            self._watcher = threading.Thread(target=self._watch, name=f"infoflow-store-{path.name}", daemon=True)
-            self._watcher.start()
+        self._watcher = threading.Thread(target=self._watch, name=f"infoflow-store-{path.name}", daemon=True)
+        self._watcher.start()
 
     @contextmanager
     def use(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -156,20 +168,17 @@ class SharedConnection:
         with self._lock:
             if self._con is None:
                 wait = READ_WAIT if self.read_only else WRITE_WAIT if self._waited else OPEN_WAIT
-                self._con = connect(self.path, self.read_only, wait)
+                self._con = connect(self.path, self.read_only, wait, lambda: ask(self._ask, create=not self.read_only))
                 self._waited = True
             self._depth += 1
             try:
                 yield self._con
             finally:
                 self._depth -= 1
-                if self.read_only and self._depth == 0:
-                    self._let_go()
 
     def close(self) -> None:
         self._stop.set()
-        if self._watcher is not None:
-            self._watcher.join()
+        self._watcher.join()
         with self._lock:
             self._let_go()
         if self.writer is not None:
@@ -182,12 +191,19 @@ class SharedConnection:
             self._con = None
 
     def _watch(self) -> None:
-        assert self.writer is not None
+        """Let go of the connection, between two operations, after each new request of the other side; a writer
+        then takes the file back as soon as it is free (without asking), so that its next write need not wait."""
+        handled = asked_at(self._asked)
         while not self._stop.wait(WATCH_INTERVAL):
-            if self._con is not None and self.writer.readers_waiting() and self._lock.acquire(blocking=False):
+            asked = asked_at(self._asked)
+            if (asked > handled or (self._con is None and self.writer)) and self._lock.acquire(blocking=False):
                 try:
-                    if self._depth == 0:
+                    if asked > handled and self._depth == 0:
                         self._let_go()
+                        handled = max(asked, time.time())  # requests made while it let go are served too
+                    elif self._con is None and self.writer is not None and self._waited:
+                        with contextlib.suppress(StoreLockedError):
+                            self._con = _connect_once(self.path, self.read_only)
                 finally:
                     self._lock.release()
 
@@ -202,10 +218,10 @@ def check_path(path: Path, read_only: bool) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)  # a new store in a new folder, as `--store out/x.duckdb`
 
 
-def connect(path: Path, read_only: bool, wait: float) -> duckdb.DuckDBPyConnection:
-    """Open ``path`` (writable: creating its folder if needed), waiting up to ``wait`` seconds while another
-    process (or this one, in the other mode) holds it; a foreign file, a missing store or a lock held longer
-    raise a ``StoreError``."""
+def connect(path: Path, read_only: bool, wait: float, ask_holder: Callable[[], None]) -> duckdb.DuckDBPyConnection:
+    """Open ``path`` (writable: creating its folder if needed), asking whoever holds it (another process, or
+    this one in the other mode) to let go and waiting up to ``wait`` seconds; a foreign file, a missing store
+    or a lock held longer raise a ``StoreError``."""
     check_path(path, read_only)
     deadline = time.monotonic() + wait
     while True:
@@ -214,8 +230,7 @@ def connect(path: Path, read_only: bool, wait: float) -> duckdb.DuckDBPyConnecti
         except StoreLockedError:
             if time.monotonic() > deadline:
                 raise
-            if read_only:
-                ask_writer_to_let_go(path)
+            ask_holder()
             time.sleep(RETRY_INTERVAL)
 
 

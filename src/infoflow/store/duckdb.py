@@ -36,12 +36,14 @@ SELECT r.run_id, {labels}, r.kind, r.model_id, r.model_revision, r.dataset, r.da
        r.n_prompts,
        (SELECT count(*) FROM completed c WHERE c.run_id = r.run_id) AS n_done,
        (SELECT count(*) FROM errors e WHERE e.run_id = r.run_id) AS n_errors,
+       {rows} AS n_rows,
        CASE WHEN r.status = 'running' AND NOT coalesce(list_contains($live, r.session), false) THEN 'partial'
             ELSE r.status END AS status,
        r.message, r.package_version, r.created_at, r.updated_at
 FROM runs r
 """
-LABELS = {1: "NULL::VARCHAR AS name, NULL::VARCHAR[] AS tags", 2: "r.name, r.tags"}  # by schema version
+# by schema version (1: before names and tags)
+LABELS = {1: "NULL::VARCHAR AS name, []::VARCHAR[] AS tags", 2: "r.name, coalesce(r.tags, []::VARCHAR[]) AS tags"}
 
 
 def _session() -> str:
@@ -59,7 +61,8 @@ class DuckDBStore(ResultsStore):
         self._connection = connection
         self.path = path
         self.read_only = read_only
-        self._runs_query = _RUNS_QUERY.format(labels=LABELS[version])
+        rows = " + ".join(f"(SELECT count(*) FROM {t} x WHERE x.run_id = r.run_id)" for t in TABLES if t != "errors")
+        self._runs_query = _RUNS_QUERY.format(labels=LABELS[version], rows=rows)
         self._kinds: dict[str, ExperimentKind] = {}
 
     @classmethod
@@ -246,7 +249,7 @@ class DuckDBStore(ResultsStore):
             derived_run_name(m, k, json.loads(p))
             for m, k, p in frame.loc[unnamed, ["model_id", "kind", "params"]].itertuples(index=False)
         ]
-        frame["tags"] = [[] if t is None or isinstance(t, float) else list(t) for t in frame["tags"]]
+        frame["tags"] = [list(t) for t in frame["tags"]]
         return frame
 
     def _free_name(self, con: duckdb.DuckDBPyConnection, run_id: str, name: str, *, given: bool) -> str:

@@ -27,7 +27,7 @@ def status_label(status: str, n_errors: int) -> str:
 
 def runs_overview(store: ResultsStore) -> pd.DataFrame:
     """One row per run, oldest first: short id, name, tags, kind, model, dataset, short filter, status, prompts
-    done/expected, prompts with errors, last update (to the minute), and the full ``run_id``."""
+    done/expected, prompts with errors, rows, last update (to the minute), and the full ``run_id``."""
     runs = store.runs()
     return pd.DataFrame(
         {
@@ -41,11 +41,10 @@ def runs_overview(store: ResultsStore) -> pd.DataFrame:
             "status": runs["status"],
             "prompts": [progress(d, n) for d, n in zip(runs["n_done"], runs["n_prompts"], strict=True)],
             "errors": runs["n_errors"].astype(int),
+            "rows": runs["n_rows"].astype(int),
             "updated": runs["updated_at"].astype(str).str[5:16],
             "run_id": runs["run_id"],
-        },
-        columns=["id", "name", "tags", "kind", "model", "dataset", "filter", "status", "prompts", "errors", "updated"]
-        + ["run_id"],
+        }
     )
 
 
@@ -88,7 +87,7 @@ def run_details(store: ResultsStore, run_id: str, *, max_errors: int = 20) -> di
         "n_prompts": m.n_prompts,
         "n_done": record["n_done"],
         "n_errors": record["n_errors"],
-        "n_rows": len(store.frame(run.run_id)),
+        "n_rows": record["n_rows"],
         "created_at": _plain(run.created_at),
         "updated_at": _plain(run.updated_at),
         "seconds": round((run.updated_at - run.created_at).total_seconds(), 1),
