@@ -52,7 +52,8 @@ def test_readers_see_committed_chunks_while_another_process_writes(tmp_path: Pat
             (run,) = store.runs().itertuples()
             rows = store.frame(run.run_id)
         counts = rows.groupby("prompt_id").size()
-        assert (counts == ROWS).all() and len(counts) == run.n_done  # whole prompts, marked complete with them
+        # whole prompts only; two reads are two moments, so the rows may hold a chunk more than the count before
+        assert (counts == ROWS).all() and len(counts) >= run.n_done
         seen.append((run.status, run.n_done))
         with open_store(path) as store:  # as the app's pages do
             assert runs_table(store)["rows"].iloc[0] >= len(rows)

@@ -47,7 +47,7 @@ def test_light_imports() -> None:
     """Reports, figures and the store (until a store is opened) import neither torch nor the DuckDB backend."""
     code = (
         "import sys, infoflow.report, infoflow.plots, infoflow.store, infoflow.store.summary, infoflow.naming; "
-        "print(sorted(m for m in ('torch', 'transformers', 'infoflow.store.duckdb') if m in sys.modules))"
+        "print(sorted(m for m in ('torch', 'transformers', 'duckdb', 'infoflow.store.duckdb') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.strip() == "[]", done.stderr

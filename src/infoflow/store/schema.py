@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
 import pyarrow as pa
 
-from infoflow.store.connection import transaction
 from infoflow.store.errors import NotAStoreError, SchemaVersionError
 from infoflow.store.manifest import package_version
+
+if TYPE_CHECKING:  # the DuckDB backend is imported when a store is opened
+    import duckdb
 
 SCHEMA_VERSION = 2  # 2: runs have a name and tags
 READABLE_VERSIONS = (1, 2)  # version 1 is read as is and upgraded in place when opened to write
@@ -169,6 +171,8 @@ ADDED_IN_2 = ("ALTER TABLE runs ADD COLUMN name VARCHAR", "ALTER TABLE runs ADD 
 def ensure_schema(con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> int:
     """Create the schema in an empty database, or upgrade a version 1 store opened to write; refuse a foreign
     database or a version this infoflow does not read. Returns the store's schema version."""
+    from infoflow.store.connection import transaction
+
     query = "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
     tables = {row[0] for row in con.execute(query).fetchall()}
     if not tables:
@@ -199,6 +203,8 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -
 
 
 def _create(con: duckdb.DuckDBPyConnection) -> None:
+    from infoflow.store.connection import transaction
+
     with transaction(con):
         con.execute(f"CREATE TABLE {META_TABLE} (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
         con.execute(RUNS_DDL)
