@@ -112,11 +112,14 @@ class ResultsStore(ABC):
     @abstractmethod
     def add_rows(self, run_id: str, rows: Rows, *, done: Iterable[int] | None = None) -> int:
         """Add rows to the run's table; return how many were new. ``done`` lists the prompts whose rows are now
-        all written (default: every prompt in ``rows``); rows and completion marks are committed together."""
+        all written (default: every prompt in ``rows``); rows and completion marks are committed together.
+
+        While a reader holds the store, the rows are kept and written by the store's next operation (at the
+        latest when it closes), and this returns 0: a run does not wait for readers."""
 
     @abstractmethod
     def add_errors(self, run_id: str, errors: Mapping[int, str]) -> int:
-        """Record per-prompt errors ``{prompt_id: reason}``; return how many were new."""
+        """Record per-prompt errors ``{prompt_id: reason}``; return how many were new (0 if kept, as ``add_rows``)."""
 
     @abstractmethod
     def completed_prompts(self, run_id: str, *, include_errors: bool = True) -> set[int]:

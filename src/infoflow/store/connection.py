@@ -9,7 +9,10 @@ the other side asks for it:
   thread closes it between two operations when the other side asks; the next operation opens it again;
 - a reader that finds the file held asks the writer by touching ``<store>.lock``; a writer that finds it
   held asks the readers by touching ``<store>.readers``; each retries until the file is free (a reader for
-  up to ``READ_WAIT`` seconds, a writer for up to ``WRITE_WAIT``).
+  up to ``READ_WAIT`` seconds, a writer for up to ``WRITE_WAIT``);
+- a writer's rows do not wait: a chunk that finds the file held by a reader is kept in memory and written,
+  in order, by the store's next operation (the next chunk, the end of the run, or closing the store); the
+  writer asks the readers for the file once it has kept writes for ``KEEP_WRITES`` seconds.
 
 With nobody asking, connections stay open and cost what they always did; each request costs the holder one
 close and one open.
@@ -33,9 +36,13 @@ import duckdb
 
 from infoflow.store.errors import NotAStoreError, StoreError, StoreLockedError
 
+Write = Callable[[duckdb.DuckDBPyConnection], int]  # one transaction's work; returns the rows it added
+
 READ_WAIT = 15.0  # seconds a reader waits for a writer to let go of the file
 OPEN_WAIT = 3.0  # seconds a writer waits for readers when it opens the store (a foreign holder: refused soon)
 WRITE_WAIT = 120.0  # seconds a writer waits for readers later (its computed rows must not be lost)
+READER_TURN = 0.5  # seconds after letting go for a reader during which a writer keeps its writes (the reader's turn)
+KEEP_WRITES = 2.0  # seconds a writer keeps its writes for a reader before it asks for the file
 WATCH_INTERVAL = 0.05  # seconds between a watcher's looks at the file the other side touches to ask
 RETRY_INTERVAL = 0.02  # seconds between attempts to open a held file
 
@@ -154,6 +161,9 @@ class SharedConnection:
         self._lock = threading.RLock()
         self._depth = 0
         self._waited = False  # a writer waits OPEN_WAIT s for its first connection, WRITE_WAIT s later
+        self._pending: list[Write] = []  # writes kept while a reader held the file
+        self._kept_since = 0.0  # when the oldest of them was kept
+        self._let_go_at = 0.0  # when the watcher last let go of the file for the other side
         # a writer is asked through its lock file and asks through the readers' file; a reader the other way round
         self._asked, self._ask = (
             (readers_path(path), lock_path(path)) if read_only else (lock_path(path), readers_path(path))
@@ -164,7 +174,7 @@ class SharedConnection:
 
     @contextmanager
     def use(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """The connection for one operation (nested uses share it)."""
+        """The connection for one operation (nested uses share it), after the writes kept for later."""
         with self._lock:
             if self._con is None:
                 wait = READ_WAIT if self.read_only else WRITE_WAIT if self._waited else OPEN_WAIT
@@ -172,11 +182,49 @@ class SharedConnection:
                 self._waited = True
             self._depth += 1
             try:
+                self._flush(self._con)
                 yield self._con
             finally:
                 self._depth -= 1
 
+    def write(self, operation: Write) -> int:
+        """Run ``operation`` (one transaction) now if the file can be had at once; else keep it, in order, for
+        the next operation (a run computes on instead of waiting for a reader), asking the readers for the file
+        once writes have been kept for ``KEEP_WRITES`` seconds. Returns what the writes run now return, summed
+        (0 if this one was kept)."""
+        if not self._pending:
+            self._kept_since = time.monotonic()
+        self._pending.append(operation)
+        if not self._lock.acquire(blocking=False):  # the watcher is letting go of the file right now
+            return 0
+        try:
+            if self._con is None:
+                if time.monotonic() - self._let_go_at < READER_TURN:
+                    return 0
+                try:
+                    self._con = _connect_once(self.path, self.read_only)
+                except StoreLockedError:
+                    if time.monotonic() - self._kept_since > KEEP_WRITES:
+                        ask(self._ask, create=True)  # readers have had the file long enough
+                    return 0
+            return self._flush(self._con)
+        finally:
+            self._lock.release()
+
+    def _flush(self, con: duckdb.DuckDBPyConnection) -> int:
+        """Run the writes kept for later, oldest first; a write that fails (or is interrupted) is rolled back
+        and dropped, as if it had been run at once."""
+        total = 0
+        while self._pending:
+            operation = self._pending.pop(0)
+            with transaction(con):
+                total += operation(con)
+        return total
+
     def close(self) -> None:
+        if self._pending:
+            with self.use():  # the writes kept for later, waiting for readers if need be
+                pass
         self._stop.set()
         self._watcher.join()
         with self._lock:
@@ -191,19 +239,16 @@ class SharedConnection:
             self._con = None
 
     def _watch(self) -> None:
-        """Let go of the connection, between two operations, after each new request of the other side; a writer
-        then takes the file back as soon as it is free (without asking), so that its next write need not wait."""
+        """Let go of the connection, between two operations, after each new request of the other side."""
         handled = asked_at(self._asked)
         while not self._stop.wait(WATCH_INTERVAL):
             asked = asked_at(self._asked)
-            if (asked > handled or (self._con is None and self.writer)) and self._lock.acquire(blocking=False):
+            if asked > handled and self._lock.acquire(blocking=False):
                 try:
-                    if asked > handled and self._depth == 0:
+                    if self._depth == 0:
                         self._let_go()
+                        self._let_go_at = time.monotonic()
                         handled = max(asked, time.time())  # requests made while it let go are served too
-                    elif self._con is None and self.writer is not None and self._waited:
-                        with contextlib.suppress(StoreLockedError):
-                            self._con = _connect_once(self.path, self.read_only)
                 finally:
                     self._lock.release()
 

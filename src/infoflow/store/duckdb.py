@@ -189,7 +189,8 @@ class DuckDBStore(ResultsStore):
         run_id, kind = self._resolve(run_id)
         batch = to_arrow(TABLES[kind], rows)
         prompts = batch["prompt_id"].unique().to_pylist() if done is None else [int(p) for p in done]
-        with self._connection.use() as con, transaction(con):
+
+        def write(con: duckdb.DuckDBPyConnection) -> int:
             added = self._insert(con, TABLES[kind], run_id, batch)
             if prompts:
                 con.execute(
@@ -197,16 +198,21 @@ class DuckDBStore(ResultsStore):
                     [run_id, prompts, _now()],
                 )
             self._touch(con, run_id)
-        return added
+            return added
+
+        return self._connection.write(write)
 
     def add_errors(self, run_id: str, errors: Mapping[int, str]) -> int:
         self._check_writable()
         run_id, _ = self._resolve(run_id)
         batch = to_arrow(TABLES["errors"], [{"prompt_id": p, "reason": r} for p, r in errors.items()])
-        with self._connection.use() as con, transaction(con):
+
+        def write(con: duckdb.DuckDBPyConnection) -> int:
             added = self._insert(con, TABLES["errors"], run_id, batch)
             self._touch(con, run_id)
-        return added
+            return added
+
+        return self._connection.write(write)
 
     def completed_prompts(self, run_id: str, *, include_errors: bool = True) -> set[int]:
         run_id, _ = self._resolve(run_id)
