@@ -99,7 +99,7 @@ class DuckDBStore(ResultsStore):
                 )
                 columns = "run_id, kind, model_id, model_revision, dataset, dataset_filter, params, n_prompts, "
                 columns += "package_version, created_at, updated_at, status, session, name, tags"
-                values = [run_id, m.kind.value, m.model_id, m.model_revision, m.dataset, m.dataset_filter]
+                values: list[Any] = [run_id, m.kind.value, m.model_id, m.model_revision, m.dataset, m.dataset_filter]
                 values += [canonical_json(m.params), m.n_prompts, m.package_version, now, now, "running", _session()]
                 con.execute(f"INSERT INTO runs ({columns}) VALUES ({', '.join(['?'] * 15)})", [*values, name, tags])
                 older = m.schema_1_run_id
