@@ -56,8 +56,26 @@ def test_runs_page_lists_runs_with_status_rows_and_export(store_runs: tuple[Path
     flow = table.set_index("run_id").loc[runs["info_flow_mamba1"]]
     assert flow["status"] == "complete (1 errors)" and flow["prompts"] == "3/4" and flow["rows"] == 3 * 4 * 3 * 5
     at.selectbox(key="runs_run").set_value(runs["info_flow_mamba1"]).run()
-    assert "subject 'Nobody Here' not in prompt" in at.dataframe[1].value["reason"].iloc[0]
+    details, errors = (frame.value for frame in at.dataframe[1:3])
+    assert "subject 'Nobody Here' not in prompt" in errors["reason"].iloc[0]
+    fields = details.set_index("field")["value"]
+    assert fields["run"] == runs["info_flow_mamba1"] and fields["rows"] == str(3 * 4 * 3 * 5)
     assert at.get("download_button"), "export button missing"
+
+
+def test_runs_page_names_and_tags_a_run(store_runs: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    store, runs = store_runs
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(store, copy)
+    at = open_page(copy, "Runs")
+    at.selectbox(key="runs_run").set_value(runs["heatmap_gpt2"]).run()
+    at.text_input(key=f"runs_name_{runs['heatmap_gpt2']}").set_value("gpt2 heatmaps").run()
+    at.text_input(key=f"runs_tags_{runs['heatmap_gpt2']}").set_value("paper, draft").run()
+    at.button(key="runs_label").click().run()
+    assert not at.exception and "gpt2 heatmaps" in at.dataframe[0].value["name"].tolist()
+    with ResultsStore.open(copy, read_only=True) as results:
+        run = results.run("gpt2 heatmaps")
+    assert (run.run_id, run.tags) == (runs["heatmap_gpt2"], ("draft", "paper"))
 
 
 def test_runs_page_deletes_a_run(store_runs: tuple[Path, dict[str, str]], tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -29,6 +30,7 @@ from infoflow.interventions.knockout import Knockout
 from infoflow.models import load_model
 from infoflow.models.load import LoadedModel
 from infoflow.store import ResultsStore
+from infoflow.store.duckdb import DuckDBStore
 from tests.cli_support import (
     FLOW_KEYS,
     MODEL,
@@ -281,20 +283,20 @@ def test_ctrl_c_inside_a_write_keeps_the_store_consistent(
     original_run_prompts = experiments.run_prompts
     monkeypatch.setattr(experiments, "run_prompts", lambda *a, **k: original_run_prompts(*a, **{**k, "chunk_size": 1}))
     calls = {"n": 0}
-    original_touch = ResultsStore._touch
+    original_touch = DuckDBStore._touch
 
-    def touch(self: ResultsStore, run_id: str) -> None:
-        original_touch(self, run_id)
+    def touch(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
+        original_touch(con, run_id)
         calls["n"] += 1
         if calls["n"] == 2:  # the second chunk's rows and completion mark are written, not yet committed
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(ResultsStore, "_touch", touch)
+    monkeypatch.setattr(DuckDBStore, "_touch", staticmethod(touch))
     invoke(*args, code=130)
     (run,) = runs_of(store).itertuples()
     assert (run.status, run.n_done) == ("partial", 1)
     assert set(frame_of(store, run.run_id)["prompt_id"]) == {0}  # no rows of the rolled-back prompt
-    monkeypatch.setattr(ResultsStore, "_touch", original_touch)
+    monkeypatch.setattr(DuckDBStore, "_touch", staticmethod(original_touch))
     invoke(*args)
     final = frame_of(store, run.run_id)
     assert len(final) == 3 * 2 * 5 and not final.duplicated(FLOW_KEYS).any()
@@ -343,7 +345,7 @@ def filled(filled_store: tuple[Path, dict[str, str]], store: Path) -> dict[str, 
 def test_runs_list_show_export_delete(filled: dict[str, str], store: Path, tmp_path: Path) -> None:
     listing = invoke("runs", "list", "--store", store).output
     for run_id in filled.values():
-        assert re.search(rf"{run_id}.*complete", listing)
+        assert re.search(rf"{run_id[:8]} .*complete", listing)  # a short id: any unique prefix addresses a run
     shown = invoke("runs", "show", filled["info_flow"][:6], "--store", store).output  # a unique prefix will do
     assert filled["info_flow"] in shown and "30 rows, 0 prompts with errors" in shown and MODEL in shown
     for suffix in ("parquet", "csv"):
@@ -373,8 +375,10 @@ def test_runs_list_keeps_run_ids_whole_in_a_narrow_console(
 ) -> None:
     monkeypatch.setattr(cli, "out", Console(width=80))  # a pipe, or a small terminal
     listing = invoke("runs", "list", "--store", store).output
-    assert all(run_id in listing for run_id in filled.values())
+    assert all(run_id[:8] in listing for run_id in filled.values())
     assert max(len(line) for line in listing.splitlines()) <= 80
+    words = " ".join(listing.split())
+    assert "ids(3 prompts)" in words and "ids(0, 1, 2)" not in words  # a long filter is shortened
 
 
 def test_runs_show_lists_prompt_errors(tmp_path: Path, store: Path) -> None:

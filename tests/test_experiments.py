@@ -380,7 +380,8 @@ def test_attention_export(
     loaded: LoadedModel = request.getfixturevalue(name)
     prompt = prompts[0]
     run_id = attention(context_of(loaded, store), [prompt], layers=[0, 5], per_feature=True)
-    assert store.run(run_id).manifest.params == {"layers": [0, 5], "per_feature": True, "n_layers": 8, "engine": "fast"}
+    computation = {"n_layers": 8, "engine": "fast", "dtype": "float32", "device": "cpu"}  # part of the identity
+    assert store.run(run_id).manifest.params == {"layers": [0, 5], "per_feature": True, **computation}
     frame = store.frame(run_id)
     spans = find_spans(loaded.tokenizer, prompt)
     ids = torch.tensor([spans.input_ids])

@@ -275,7 +275,7 @@ def test_report_is_self_contained(store: ResultsStore, runs: dict[str, str], tmp
         assert f'id="run-{run_id}"' in text
     assert "subject &#x27;…&#x27; not in prompt" in text or "subject '…' not in prompt" in text
     assert "Strongest effect per source" in text and text.count("<table") >= 7
-    assert "&quot;n_layers&quot;: 12" in text  # the manifest's parameters
+    assert re.search(r"<th>\s*n_layers</th><td>12</td>", text)  # the manifest's parameters, one per row
 
 
 def test_report_defaults_to_every_run(store: ResultsStore, runs: dict[str, Any], tmp_path: Path) -> None:

@@ -208,8 +208,8 @@ def test_delete_run(store: ResultsStore) -> None:
     assert list(store.runs()["run_id"]) == [keep]
     assert len(store.frame(keep)) == len(_flow_rows([0, 1])) and store.completed_prompts(keep) == {0, 1, 2}
     for table in ("info_flow", "errors", "completed"):
-        con = store._con
-        assert con.execute(f"SELECT count(*) FROM {table} WHERE run_id = ?", [gone]).fetchall() == [(0,)]
+        with store._connection.use() as con:
+            assert con.execute(f"SELECT count(*) FROM {table} WHERE run_id = ?", [gone]).fetchall() == [(0,)]
     with pytest.raises(UnknownRunError, match="matches no run"):
         store.run(gone)
 
@@ -307,19 +307,19 @@ def _try_open(path: Path, mode: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_second_process_gets_a_clear_lock_message(tmp_path: Path) -> None:
+def test_second_writer_is_refused_and_readers_read_while_a_process_writes(tmp_path: Path) -> None:
     path = tmp_path / "r.duckdb"
     with ResultsStore.open(path) as store:
         store.start_run(_manifest())
-        for mode in ("rw", "ro"):
-            done = _try_open(path, mode)
-            assert done.stderr == ""  # no traceback
-            assert done.stdout.startswith(
-                f"StoreLockedError store {path} is in use by another process (pid {os.getpid()})"
-            )
-            assert "use another --store" in done.stdout
+        done = _try_open(path, "rw")
+        assert done.stderr == ""  # no traceback
+        assert done.stdout.startswith(f"StoreLockedError store {path} is in use by another process (pid {os.getpid()})")
+        assert "use another --store" in done.stdout
+        assert _try_open(path, "ro").stdout == "opened 1\n"  # a reader reads while this process writes
+        store.start_run(_manifest(model_revision="second"))  # and the writer writes on after it
+        assert _try_open(path, "ro").stdout == "opened 2\n"
     with ResultsStore.open(path, read_only=True):  # readers share the store
-        assert _try_open(path, "ro").stdout == "opened 1\n"
+        assert _try_open(path, "ro").stdout == "opened 2\n"
 
 
 _WRITER = """

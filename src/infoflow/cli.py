@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column, Table
 
 from infoflow.data.spans import TokenType
@@ -378,46 +380,91 @@ def attention_command(
     run_command(body)
 
 
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead of a table.")]
+
+
+def print_json(value: object) -> None:
+    import json
+
+    out.print_json(json.dumps(value, ensure_ascii=False))
+
+
 @runs_app.command("list")
-def runs_list(store: StoreOption = None) -> None:
-    """Every run with its status and row counts."""
+def runs_list(store: StoreOption = None, as_json: JsonFlag = False) -> None:
+    """Every run: id, name, filter, status, prompts done and last update."""
 
     def body() -> None:
         from infoflow.store import ResultsStore
+        from infoflow.store.summary import runs_overview, runs_records
 
         with ResultsStore.open(store, read_only=True) as results:
-            frame = results.runs()
+            if as_json:
+                print_json(runs_records(results))
+                return
+            frame = runs_overview(results)
         if frame.empty:
             out.print("no runs yet")
             return
-        # in a narrow terminal (or a pipe: 80 columns) cells wrap rather than lose their ends: users copy run ids
-        names = ("kind", "model", "dataset", "filter", "status", "prompts done", "errors", "updated")
-        table = Table(Column("run", min_width=16, no_wrap=True), *(Column(n, overflow="fold") for n in names))
+        # ids stay whole (users copy them); under each name, its dataset and shortened filter
+        table = Table(
+            Column("id", no_wrap=True), Column("name", ratio=1, overflow="fold"), Column("status", no_wrap=True),
+            Column("prompts", no_wrap=True), Column("updated", no_wrap=True), box=box.SIMPLE_HEAD,
+        )  # fmt: skip
         for row in frame.itertuples():
-            table.add_row(
-                row.run_id, row.kind, row.model_id, row.dataset, row.dataset_filter, str(row.status),
-                str(row.n_done), str(row.n_errors), str(row.updated_at)[:19],
-            )  # fmt: skip
+            tags = f" [dim]({escape(row.tags)})[/]" if row.tags else ""
+            name = f"{escape(row.name)}{tags}\n[dim]{escape(row.dataset)}: {escape(row.filter)}[/]"
+            status = f"{row.status}\n[red]{row.errors} errors[/]" if row.errors else row.status
+            table.add_row(row.id, name, status, row.prompts, row.updated)
         out.print(table)
 
     run_command(body)
 
 
 @runs_app.command("show")
-def runs_show(run_id: str, store: StoreOption = None) -> None:
-    """A run's manifest, status and errors."""
+def runs_show(
+    run_id: Annotated[str, typer.Argument(help="Run id, unique id prefix or name.")],
+    store: StoreOption = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """A run's name, manifest, parameters, progress and errors."""
+
+    def body() -> None:
+        from infoflow.store import ResultsStore
+        from infoflow.store.summary import details_rows, run_details
+
+        with ResultsStore.open(store, read_only=True) as results:
+            details = run_details(results, run_id)
+        if as_json:
+            print_json(details)
+            return
+        table = Table(Column(style="bold", no_wrap=True), Column(overflow="fold"), box=None, show_header=False)
+        for field, text in details_rows(details):
+            table.add_row(field, text)
+        out.print(table, highlight=False)
+        out.print(f"{details['n_rows']} rows, {details['n_errors']} prompts with errors")
+        for error in details["errors"]:
+            out.print(f"  prompt {error['prompt_id']}: {error['reason']}", highlight=False)
+
+    run_command(body)
+
+
+@runs_app.command("label")
+def runs_label(
+    run_id: Annotated[str, typer.Argument(help="Run id, unique id prefix or name.")],
+    name: Annotated[str | None, typer.Option("--name", help="The run's new name (unique in the store).")] = None,
+    tags: Annotated[list[str] | None, typer.Option("--tag", help="A tag to add (repeat it).")] = None,
+    untags: Annotated[list[str] | None, typer.Option("--untag", help="A tag to remove (repeat it).")] = None,
+    store: StoreOption = None,
+) -> None:
+    """Name a run, or tag it: `infoflow runs label RUN --name baseline --tag paper`."""
 
     def body() -> None:
         from infoflow.store import ResultsStore
 
-        with ResultsStore.open(store, read_only=True) as results:
-            run = results.run(run_id)
-            rows = results.frame(run.run_id)
-            errors = results.frame(run.run_id, "errors")
-        out.print(run)
-        out.print(f"{len(rows)} rows, {len(errors)} prompts with errors")
-        for error in errors.head(20).itertuples():
-            out.print(f"  prompt {error.prompt_id}: {error.reason}")
+        with ResultsStore.open(store) as results:
+            run = results.label_run(run_id, name=name, tags=tags or (), untag=untags or ())
+        tagged = f" (tags: {', '.join(run.tags)})" if run.tags else ""
+        out.print(f"run {run.run_id}: {run.name}{tagged}", highlight=False)
 
     run_command(body)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
+from infoflow.naming import short_filter
 from infoflow.plots.heatmap import heatmap_figure
 from infoflow.plots.info_flow import XAxis, info_flow_figure
 from infoflow.plots.load import runs_frame
@@ -20,6 +20,7 @@ from infoflow.plots.style import png_bytes
 from infoflow.plots.summary import error_summary, evaluate_summary, flow_minima
 from infoflow.store import ExperimentKind, ResultsStore, Run
 from infoflow.store.manifest import package_version
+from infoflow.store.summary import SHORT_ID, details_rows, run_details
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; color: #1a1a1a;
@@ -28,7 +29,8 @@ h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { font-size: 1.3em; margin-top
 border-bottom: 1px solid #ccc; padding-bottom: 0.2em; } h3 { font-size: 1.05em; margin-top: 1.6em; }
 .meta { color: #555; font-size: 0.9em; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.6em 0 1em; }
-th, td { border: 1px solid #d0d0d0; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
+th, td { border: 1px solid #d0d0d0; padding: 0.25em 0.6em; text-align: left; vertical-align: top;
+         overflow-wrap: anywhere; }
 th { background: #f3f3f3; } td.num, table.data td { font-variant-numeric: tabular-nums; }
 pre { margin: 0; white-space: pre-wrap; font-size: 0.95em; }
 figure { margin: 1em 0 1.6em; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
@@ -62,7 +64,7 @@ def write_report(
         body.append(_flow_comparison(runs_frame(store, flow, ExperimentKind.INFO_FLOW), x))
     if len(heat) > 1:
         body.append(_heatmap_comparison(runs_frame(store, heat, ExperimentKind.HEATMAP), heatmap_prompts, x))
-    body += [_run_section(store, run, counts.loc[run.run_id], heatmap_prompts, x) for run in runs]
+    body += [_run_section(store, run, heatmap_prompts, x) for run in runs]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(_page("infoflow report", "\n".join(body)), encoding="utf-8")
@@ -97,11 +99,10 @@ def _overview(runs: list[Run], counts: pd.DataFrame) -> str:
     rows = pd.DataFrame(
         [
             {
-                "run": r.run_id,
-                "kind": r.manifest.kind.value,
-                "model": r.manifest.model_id,
+                "run": r.run_id[:SHORT_ID],
+                "name": r.name,
                 "dataset": r.manifest.dataset,
-                "prompt filter": r.manifest.dataset_filter,
+                "prompt filter": short_filter(r.manifest.dataset_filter),
                 "status": r.status.value,
                 "prompts done": counts.loc[r.run_id, "n_done"],
                 "errors": counts.loc[r.run_id, "n_errors"],
@@ -110,8 +111,7 @@ def _overview(runs: list[Run], counts: pd.DataFrame) -> str:
         ]
     )
     links = "".join(
-        f'<li><a href="#{_anchor(r.run_id)}">{html.escape(r.run_id)}</a> — {html.escape(r.manifest.kind.value)}, '
-        f"{html.escape(r.manifest.model_id)}</li>"
+        f'<li><a href="#{_anchor(r.run_id)}">{html.escape(r.name)}</a> ({html.escape(r.run_id[:SHORT_ID])})</li>'
         for r in runs
     )
     return f"<h2>Runs</h2>\n{_table(rows)}\n<nav><ul>{links}</ul></nav>"
@@ -143,31 +143,20 @@ def _heatmap_comparison(frame: pd.DataFrame, n_prompts: int, x: XAxis) -> str:
     return "\n".join(parts)
 
 
-def _manifest_table(run: Run, counts: pd.Series) -> str:
-    m = run.manifest
-    fields = {
-        "run id": run.run_id,
-        "kind": m.kind.value,
-        "model": m.model_id,
-        "model revision": m.model_revision,
-        "dataset": m.dataset,
-        "prompt filter": m.dataset_filter,
-        "status": run.status.value + (f" ({run.message})" if run.message else ""),
-        "prompts expected": "–" if pd.isna(counts["n_prompts"]) else str(counts["n_prompts"]),
-        "prompts done": str(counts["n_done"]),
-        "prompt errors": str(counts["n_errors"]),
-        "created / updated (UTC)": f"{run.created_at:%Y-%m-%d %H:%M} / {run.updated_at:%Y-%m-%d %H:%M}",
-        "infoflow version": m.package_version,
-    }
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in fields.items())
-    params = html.escape(json.dumps(m.params, indent=2, sort_keys=True))
-    return f"<table>{rows}<tr><th>parameters</th><td><pre>{params}</pre></td></tr></table>"
+def _manifest_table(store: ResultsStore, run: Run) -> str:
+    """The run's fields and parameters, as ``infoflow runs show`` prints them."""
+    rows = details_rows(run_details(store, run.run_id, max_errors=0))
+    return (
+        "<table>"
+        + "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+        + "</table>"
+    )
 
 
-def _run_section(store: ResultsStore, run: Run, counts: pd.Series, n_prompts: int, x: XAxis) -> str:
+def _run_section(store: ResultsStore, run: Run, n_prompts: int, x: XAxis) -> str:
     m = run.manifest
-    title = html.escape(f"{m.kind.value}: {m.model_id} ({run.run_id})")
-    parts = [f'<h2 id="{_anchor(run.run_id)}">{title}</h2>', _manifest_table(run, counts)]
+    title = html.escape(f"{run.name} ({run.run_id[:SHORT_ID]})")
+    parts = [f'<h2 id="{_anchor(run.run_id)}">{title}</h2>', _manifest_table(store, run)]
     errors = error_summary(store.frame(run.run_id, "errors"))
     if not errors.empty:
         errors = errors.rename(columns={"reason": "example", "prompt_ids": "first prompt ids"})

@@ -10,7 +10,7 @@ import pandas as pd
 
 from infoflow.experiments.filters import FilterContext, FilterError, select
 from infoflow.experiments.selection import latest_evaluate_ranks
-from infoflow.models.load import short_model_name
+from infoflow.naming import short_model_name
 from infoflow.plots import aggregate, aggregate_by_depth, info_flow_figure, runs_frame
 from infoflow.plots.aggregate import Metric
 from infoflow.plots.style import ordered_sources, png_bytes

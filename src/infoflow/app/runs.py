@@ -1,73 +1,43 @@
-"""Runs page logic: every run with its manifest, status and row counts; export and delete."""
+"""Runs page logic: every run with its name, parameters, status and row counts; one run in full; export, label
+and delete."""
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 
-from infoflow.models.load import short_model_name
 from infoflow.store import ResultsStore
+from infoflow.store.export import WRITERS
+from infoflow.store.summary import details_rows, run_details, runs_overview, status_label
 
-EXPORT_FORMATS = ("csv", "parquet")
-COLUMNS = ["run_id", "kind", "model", "dataset", "filter", "status", "prompts", "rows", "errors", "updated"]
-
-
-def status_label(status: str, n_errors: int) -> str:
-    """complete / partial / failed / running, with the number of prompts that failed (errors) if any."""
-    return f"{status} ({n_errors} errors)" if n_errors else str(status)
-
-
-def row_count(store: ResultsStore, run_id: str) -> int:
-    return len(store.frame(run_id))
+EXPORT_FORMATS = tuple(WRITERS)
+COLUMNS = ["name", "run_id", "kind", "model", "dataset", "filter", "status", "prompts", "rows", "errors", "updated"]
+COLUMNS += ["tags"]
 
 
 def runs_table(store: ResultsStore) -> pd.DataFrame:
-    """One row per run: id, kind, model, dataset, filter, status, prompts done/expected, rows, errors."""
-    runs = store.runs()
-    if runs.empty:
-        return pd.DataFrame(columns=COLUMNS)
-    table = pd.DataFrame(
-        {
-            "run_id": runs["run_id"],
-            "kind": runs["kind"],
-            "model": [short_model_name(m) for m in runs["model_id"]],
-            "dataset": runs["dataset"],
-            "filter": runs["dataset_filter"],
-            "status": [status_label(s, int(e)) for s, e in zip(runs["status"], runs["n_errors"], strict=True)],
-            "prompts": [
-                f"{int(d)}/{int(n)}" if pd.notna(n) else str(int(d))
-                for d, n in zip(runs["n_done"], runs["n_prompts"], strict=True)
-            ],
-            "rows": [row_count(store, r) for r in runs["run_id"]],
-            "errors": runs["n_errors"].astype(int),
-            "updated": runs["updated_at"].astype(str).str[:19],
-        }
-    )
-    return table[COLUMNS]
+    """One row per run: name, id, kind, model, dataset, short filter, status (with errors), prompts
+    done/expected, rows, errors, last update, tags."""
+    overview = runs_overview(store)
+    status = [status_label(s, int(e)) for s, e in zip(overview["status"], overview["errors"], strict=True)]
+    return overview.assign(status=status)[COLUMNS]
+
+
+def any_running(table: pd.DataFrame) -> bool:
+    """Whether a run of the table is being written now (the page then refreshes itself)."""
+    return bool(table["status"].str.startswith("running").any())
 
 
 def manifest_details(store: ResultsStore, run_id: str) -> dict[str, object]:
-    """The run's manifest, status, message and timestamps as plain JSON-able values."""
-    run = store.run(run_id)
-    m = run.manifest
-    return {
-        "run_id": run.run_id,
-        "kind": m.kind.value,
-        "model_id": m.model_id,
-        "model_revision": m.model_revision,
-        "dataset": m.dataset,
-        "dataset_filter": m.dataset_filter,
-        "params": json.loads(json.dumps(dict(m.params))),
-        "n_prompts": m.n_prompts,
-        "package_version": m.package_version,
-        "status": run.status.value,
-        "message": run.message,
-        "created_at": str(run.created_at),
-        "updated_at": str(run.updated_at),
-    }
+    """The run in full (``store.summary.run_details``): identity, labels, manifest, progress, timing."""
+    return run_details(store, run_id)
+
+
+def details_table(details: dict[str, object]) -> pd.DataFrame:
+    """``manifest_details`` as a two-column table (field, value) to show on the page."""
+    return pd.DataFrame(details_rows(details), columns=["field", "value"])
 
 
 def run_errors(store: ResultsStore, run_id: str) -> pd.DataFrame:
@@ -76,7 +46,7 @@ def run_errors(store: ResultsStore, run_id: str) -> pd.DataFrame:
 
 
 def export_bytes(store: ResultsStore, run_id: str, fmt: str) -> bytes:
-    """A run's rows as a CSV or Parquet file (the store's own export: Parquet carries the manifest)."""
+    """A run's rows as a file of one of ``EXPORT_FORMATS`` (the store's own export: Parquet carries the run)."""
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"export format must be one of {EXPORT_FORMATS}, not {fmt!r}")
     with tempfile.TemporaryDirectory() as folder:

@@ -68,6 +68,7 @@ class RayExecutor:
     def __init__(self, spec: WorkerSpec, address: str = "local", workers: int | None = None) -> None:
         import ray
 
+        self.device_type = spec.device.split(":")[0]  # part of the run's identity
         self.started = not ray.is_initialized()  # then this process owns the connection and ends it in close()
         if self.started:
             ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False)

@@ -1,24 +1,31 @@
 """Running an experiment over prompts into the results store: resumable, one prompt per transaction.
 
-A run is identified by its manifest (experiment, model and revision, dataset and filter, parameters); running
-the same command again resumes it, skipping prompts already complete or recorded as errors. Ctrl-C leaves
-the run partial with every finished prompt stored.
+A run is identified by its manifest (experiment, model and revision, dataset and filter, parameters, and what
+else changes a number: engine, dtype and device type); running the same command again resumes it, skipping
+prompts already complete or recorded as errors. Ctrl-C leaves the run partial with every finished prompt stored.
+
+The batch size and chunk size are not part of the identity: they change how prompts are grouped, which moves
+results by floating-point rounding only. The device type is: CUDA kernels (cuDNN convolutions in TF32, other
+reduction orders) move results by more than that, so a run started on a GPU never resumes on a CPU.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from infoflow.data.prompts import FactPrompt
 from infoflow.data.spans import PromptError, TokenSpans, find_spans_many
 from infoflow.engines.base import Engine
-from infoflow.models.load import LoadedModel, short_model_name
-from infoflow.store import Manifest, ResultsStore
+from infoflow.models.load import LoadedModel
+from infoflow.naming import short_model_name
+from infoflow.store import Manifest, ResultsStore, Run, StoreWarning
 
 Rows = list[dict[str, Any]]
 PromptJob = Callable[[FactPrompt, TokenSpans], Rows]  # raises PromptError for an unusable prompt
@@ -41,9 +48,21 @@ JobFactory = Callable[[ModelContext], ChunkJob]  # picklable (a module-level fun
 
 class ChunkExecutor(Protocol):
     """Runs ``make_job``'s chunk job on chunks elsewhere (e.g. on a Ray cluster); yields (chunk index, results)
-    in the order they complete."""
+    in the order they complete. ``device_type`` (cpu, cuda, ...) is where the chunks compute."""
+
+    device_type: str
 
     def map(self, make_job: JobFactory, chunks: list[Chunk]) -> Iterator[tuple[int, list[Rows | PromptError]]]: ...
+
+
+@dataclass(frozen=True)
+class RunLabel:
+    """The name and tags of the run of ``kind`` that a command starts (not of the runs it needs first, such as
+    the evaluation behind a prompt filter); a run without a name gets one derived from its manifest."""
+
+    kind: str
+    name: str | None = None
+    tags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -57,6 +76,7 @@ class RunContext:
     dataset_filter: str = "all"
     show_progress: bool = True
     executor: ChunkExecutor | None = None  # None: chunks run in this process
+    label: RunLabel | None = None
 
 
 def progress_bar(enabled: bool) -> Progress:
@@ -93,10 +113,10 @@ def run_prompts(
         model_revision=context.loaded.revision,
         dataset=context.dataset,
         dataset_filter=context.dataset_filter,
-        params={**params, "n_layers": context.loaded.model.n_layers, "engine": context.engine.name},
+        params={**params, **computation_params(context)},
         n_prompts=len(prompts),
     )
-    run = context.store.start_run(manifest)
+    run = start_run(context, manifest)
     done = context.store.completed_prompts(run.run_id)
     todo = [p for p in prompts if p.prompt_id not in done]
     status = "partial"
@@ -116,6 +136,33 @@ def run_prompts(
     finally:
         context.store.finish_run(run.run_id, status)
     return run.run_id
+
+
+def computation_params(context: RunContext) -> dict[str, Any]:
+    """What the run's numbers depend on besides the experiment's parameters (part of the run's identity)."""
+    weight = context.loaded.model.lm_head.weight
+    device = context.executor.device_type if context.executor is not None else weight.device.type
+    return {
+        "n_layers": context.loaded.model.n_layers,
+        "engine": context.engine.name,
+        "dtype": str(weight.dtype).removeprefix("torch."),
+        "device": device,
+    }
+
+
+def start_run(context: RunContext, manifest: Manifest) -> Run:
+    """Start or resume the run of ``manifest`` with the context's name and tags if it is of their kind; what the
+    store warns about (a resume across infoflow versions, an older run not resumed) is printed as one line."""
+    label = context.label if context.label is not None and context.label.kind == manifest.kind else None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", StoreWarning)
+        run = context.store.start_run(manifest, name=label and label.name, tags=label.tags if label else ())
+    for warning in caught:
+        if issubclass(warning.category, StoreWarning):
+            Console(stderr=True, soft_wrap=True).print(f"[yellow]note:[/] {warning.message}", highlight=False)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return run
 
 
 def compute_chunks(

@@ -17,7 +17,7 @@ from infoflow.data.prompts import FactPrompt
 from infoflow.experiments.experiments import evaluate
 from infoflow.experiments.filters import FilterContext, FilterError, parse_filter, sample, seeded_order
 from infoflow.experiments.runner import RunContext
-from infoflow.models.load import short_model_name
+from infoflow.naming import short_model_name
 from infoflow.store import ResultsStore, Run, RunStatus
 
 MIN_CHUNK = 32  # prompts evaluated at least per step: one evaluate batch

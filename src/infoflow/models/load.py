@@ -298,8 +298,3 @@ def unknown_model_message(name: str) -> str:
         f"unknown model {name!r}: not a known name, an existing local path or a hub id (org/name). {hint}"
         f"Known names (`infoflow models`): {', '.join(aliases)}; {ACCEPTED_FORMS}"
     )
-
-
-def short_model_name(name: str) -> str:
-    """A label for figures and progress bars: a local path's file or folder name; aliases and hub ids as is."""
-    return name.rstrip("/").rsplit("/", 1)[-1] if name.count("/") > 1 or Path(name).exists() else name

@@ -7,15 +7,16 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from infoflow.models.load import short_model_name
+from infoflow.naming import short_model_name
 from infoflow.store import ExperimentKind, ResultsStore
 
 
 def run_labels(store: ResultsStore, run_ids: Sequence[str]) -> dict[str, str]:
-    """A line label per run: its model (short name), with the run id's first 8 digits where two runs share a model."""
-    models = {run_id: short_model_name(store.run(run_id).manifest.model_id) for run_id in run_ids}
+    """A line label per run: its model (short name), or its run name where two runs share a model."""
+    runs = {run_id: store.run(run_id) for run_id in run_ids}
+    models = {run_id: short_model_name(run.manifest.model_id) for run_id, run in runs.items()}
     shared = {m for m, count in Counter(models.values()).items() if count > 1}
-    return {r: f"{m} ({r[:8]})" if m in shared else m for r, m in models.items()}
+    return {r: runs[r].name if m in shared else m for r, m in models.items()}
 
 
 def runs_frame(store: ResultsStore, run_ids: Sequence[str], kind: ExperimentKind | str) -> pd.DataFrame:

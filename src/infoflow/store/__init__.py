@@ -1,9 +1,19 @@
-"""The results store: runs with manifests, keyed rows (resume, no duplicates), Parquet/CSV export."""
+"""The results store: runs with manifests, keyed rows (resume, no duplicates), Parquet/CSV/JSONL export.
 
-from infoflow.store.errors import NotAStoreError, SchemaVersionError, StoreError, StoreLockedError, UnknownRunError
+``ResultsStore`` is the interface (``store.base``); ``ResultsStore.open`` picks the backend (DuckDB).
+"""
+
+from infoflow.store.base import ResultsStore, default_store_path
+from infoflow.store.errors import (
+    NotAStoreError,
+    SchemaVersionError,
+    StoreError,
+    StoreLockedError,
+    StoreWarning,
+    UnknownRunError,
+)
 from infoflow.store.manifest import ExperimentKind, Manifest, Run, RunStatus
 from infoflow.store.schema import SCHEMA_VERSION, TABLES
-from infoflow.store.store import ResultsStore, default_store_path
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -17,6 +27,7 @@ __all__ = [
     "SchemaVersionError",
     "StoreError",
     "StoreLockedError",
+    "StoreWarning",
     "UnknownRunError",
     "default_store_path",
 ]

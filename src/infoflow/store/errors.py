@@ -21,3 +21,7 @@ class StoreLockedError(StoreError):
 
 class UnknownRunError(StoreError, LookupError):
     """No run (or more than one run) matches a run id."""
+
+
+class StoreWarning(UserWarning):
+    """Something about a run the user should know, that does not stop it (resuming across versions, ...)."""

@@ -29,8 +29,11 @@ class RunStatus(StrEnum):
     FAILED = "failed"
 
 
-# The fields that identify a run: the same values give the same run_id, so a re-run resumes into it.
+# The fields that identify a run: the same values give the same run_id, so a re-run resumes into it. ``params``
+# hold everything else that changes a number: the experiment's parameters, the engine, dtype and device type.
 IDENTITY_FIELDS = ("kind", "model_id", "model_revision", "dataset", "dataset_filter", "params")
+# Parameters that runs made by infoflow before store schema 2 did not record (so their identity lacks them).
+RECORDED_SINCE_SCHEMA_2 = ("dtype", "device")
 
 
 def package_version() -> str:
@@ -81,13 +84,24 @@ class Manifest:
     @property
     def run_id(self) -> str:
         """16 hex digits of the SHA-256 of the identity fields."""
-        identity = canonical_json({name: getattr(self, name) for name in IDENTITY_FIELDS})
-        return hashlib.sha256(identity.encode()).hexdigest()[:16]
+        return _run_id({name: getattr(self, name) for name in IDENTITY_FIELDS})
+
+    @property
+    def schema_1_run_id(self) -> str:
+        """The id infoflow gave this run before store schema 2, when dtype and device were not recorded."""
+        identity = {name: getattr(self, name) for name in IDENTITY_FIELDS}
+        identity["params"] = {k: v for k, v in self.params.items() if k not in RECORDED_SINCE_SCHEMA_2}
+        return _run_id(identity)
+
+
+def _run_id(identity: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
 class Run:
-    """A run as stored: its manifest, status and timestamps (UTC)."""
+    """A run as stored: its manifest, status, timestamps (UTC), and its name (given, or derived from its
+    manifest) and tags, which label it but are not part of its identity."""
 
     run_id: str
     manifest: Manifest
@@ -95,3 +109,5 @@ class Run:
     created_at: datetime
     updated_at: datetime
     message: str | None = None
+    name: str = ""
+    tags: tuple[str, ...] = ()

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
 import pyarrow as pa
 
-from infoflow.store.connection import transaction
 from infoflow.store.errors import NotAStoreError, SchemaVersionError
 from infoflow.store.manifest import package_version
 
-SCHEMA_VERSION = 1
+if TYPE_CHECKING:  # the DuckDB backend is imported when a store is opened
+    import duckdb
+
+SCHEMA_VERSION = 2  # 2: runs have a name and tags
+READABLE_VERSIONS = (1, 2)  # version 1 is read as is and upgraded in place when opened to write
 FORMAT = "infoflow-results"
 META_TABLE = "infoflow_meta"
 
@@ -157,35 +160,51 @@ RUNS_DDL = """CREATE TABLE runs (
     updated_at TIMESTAMP NOT NULL,
     status VARCHAR NOT NULL,
     message VARCHAR,
-    session VARCHAR
+    session VARCHAR,
+    name VARCHAR,
+    tags VARCHAR[]
 )"""
+# What version 2 added to version 1 (to upgrade a store in place).
+ADDED_IN_2 = ("ALTER TABLE runs ADD COLUMN name VARCHAR", "ALTER TABLE runs ADD COLUMN tags VARCHAR[]")
 
 
-def ensure_schema(con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> None:
-    """Create the schema in an empty database; refuse a foreign database or another schema version."""
+def ensure_schema(con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> int:
+    """Create the schema in an empty database, or upgrade a version 1 store opened to write; refuse a foreign
+    database or a version this infoflow does not read. Returns the store's schema version."""
+    from infoflow.store.connection import transaction
+
     query = "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
     tables = {row[0] for row in con.execute(query).fetchall()}
     if not tables:
         if read_only:
             raise NotAStoreError(f"{path} is an empty DuckDB database, not an infoflow results store")
         _create(con)
-        return
+        return SCHEMA_VERSION
     if META_TABLE not in tables:
         raise NotAStoreError(f"{path} is a DuckDB database but not an infoflow results store (no {META_TABLE} table)")
     meta = dict(con.execute(f"SELECT key, value FROM {META_TABLE}").fetchall())
     if meta.get("format") != FORMAT:
         raise NotAStoreError(f"{path} is not an infoflow results store (format {meta.get('format')!r})")
     version = meta.get("schema_version")
-    if version != str(SCHEMA_VERSION):
+    if version not in [str(v) for v in READABLE_VERSIONS]:
         newer = version is not None and version.isdigit() and int(version) > SCHEMA_VERSION
         hint = " — upgrade infoflow to read it" if newer else ""
         raise SchemaVersionError(
             f"store {path} has schema version {version}; this infoflow ({package_version()}) "
-            f"reads schema version {SCHEMA_VERSION}{hint}"
+            f"reads schema versions {', '.join(map(str, READABLE_VERSIONS))}{hint}"
         )
+    if version == "1" and not read_only:
+        with transaction(con):
+            for statement in ADDED_IN_2:
+                con.execute(statement)
+            con.execute(f"UPDATE {META_TABLE} SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
+        return SCHEMA_VERSION
+    return int(version)
 
 
 def _create(con: duckdb.DuckDBPyConnection) -> None:
+    from infoflow.store.connection import transaction
+
     with transaction(con):
         con.execute(f"CREATE TABLE {META_TABLE} (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
         con.execute(RUNS_DDL)
