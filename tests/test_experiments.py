@@ -380,7 +380,13 @@ def test_attention_export(
     loaded: LoadedModel = request.getfixturevalue(name)
     prompt = prompts[0]
     run_id = attention(context_of(loaded, store), [prompt], layers=[0, 5], per_feature=True)
-    assert store.run(run_id).manifest.params == {"layers": [0, 5], "per_feature": True, "n_layers": 8, "engine": "fast"}
+    assert store.run(run_id).manifest.params == {
+        "layers": [0, 5],
+        "per_feature": True,
+        "n_layers": 8,
+        "engine": "fast",
+        "device": "cpu",
+    }
     frame = store.frame(run_id)
     spans = find_spans(loaded.tokenizer, prompt)
     ids = torch.tensor([spans.input_ids])

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from infoflow.data.prompts import FactPrompt
 from infoflow.data.spans import PromptError, TokenSpans, find_spans_many
 from infoflow.engines.base import Engine
+from infoflow.experiments.progress import progress_bar
 from infoflow.models.load import LoadedModel, short_model_name
 from infoflow.store import Manifest, ResultsStore
 
@@ -57,19 +57,11 @@ class RunContext:
     dataset_filter: str = "all"
     show_progress: bool = True
     executor: ChunkExecutor | None = None  # None: chunks run in this process
+    device: str | None = None  # the kind of device the chunks run on (cpu, cuda); None: the engine's
 
-
-def progress_bar(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("prompts"),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        disable=not enabled,
-    )
+    @property
+    def device_type(self) -> str:
+        return self.device or self.engine.device.type
 
 
 def run_prompts(
@@ -93,7 +85,12 @@ def run_prompts(
         model_revision=context.loaded.revision,
         dataset=context.dataset,
         dataset_filter=context.dataset_filter,
-        params={**params, "n_layers": context.loaded.model.n_layers, "engine": context.engine.name},
+        params={
+            **params,
+            "n_layers": context.loaded.model.n_layers,
+            "engine": context.engine.name,
+            "device": context.device_type,
+        },
         n_prompts=len(prompts),
     )
     run = context.store.start_run(manifest)
