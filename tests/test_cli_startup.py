@@ -82,7 +82,11 @@ def test_commands_and_argument_errors_answer_without_torch(stored_run: tuple[Pat
     output = {" ".join(r["args"][:2]): r["output"] for r in records}
     assert output["--version"].startswith("infoflow ")
     assert "builtin-mamba1" in output["models"] and "smollm2-135m" in output["models"]
-    assert run_id in output["runs list"] and run_id in output["runs show"] and "6 rows, 0 prompts with errors" in output["runs show"]
+    assert (
+        run_id in output["runs list"]
+        and run_id in output["runs show"]
+        and "6 rows, 0 prompts with errors" in output["runs show"]
+    )
     assert "Did you mean mamba2-130m, mamba2-1.3b, mamba1-130m?" in output["evaluate -m"]
     assert len(output["evaluate -m"].splitlines()) == 1 and output["evaluate -m"].startswith("error: unknown model")
     assert output["heatmap -m"].strip() == "error: no such file or folder: ./no/such/folder"

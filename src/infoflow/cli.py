@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column, Table
 
 from infoflow.data.spans import TokenType
@@ -186,7 +187,7 @@ def run_command(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     except Exception as error:
         if not isinstance(error, expected_errors()):
             raise
-        console.print(f"[red]error:[/] {error}", soft_wrap=True)  # one line, whatever the width
+        console.print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True)  # one line, whatever the width
         raise typer.Exit(1) from None
 
 
