@@ -168,3 +168,9 @@ def test_experiment_commands_share_their_options() -> None:
         for p in typer.main.get_command(cli.app).commands["info-flow"].params
         for opt in p.opts  # type: ignore[attr-defined]
     }
+
+
+def test_app_gets_the_thread_count() -> None:
+    from infoflow.app.launcher import streamlit_command
+
+    assert streamlit_command(None, 8501, "localhost", threads=2)[1]["INFOFLOW_THREADS"] == "2"
