@@ -15,6 +15,7 @@ from infoflow.engines.base import make_engine
 from infoflow.engines.fast import FastEngine
 from infoflow.engines.reference import ReferenceEngine
 from infoflow.experiments.request import EngineName, Precision, RunRequest, open_run, resolve_device
+from infoflow.experiments.runner import device_type
 from infoflow.experiments.threads import default_threads, resolve_threads
 from infoflow.store import ResultsStore
 from tests.cli_support import MODEL, invoke, wide_consoles, write_facts_csv
@@ -72,7 +73,7 @@ def test_open_run_loads_what_the_request_names(dataset: Path, tmp_path: Path) ->
     with open_run(request) as run:
         assert torch.get_num_threads() == 2
         assert run.loaded.model.lm_head.weight.dtype == torch.bfloat16
-        assert isinstance(run.context.engine, ReferenceEngine) and run.context.device_type == "cpu"
+        assert isinstance(run.context.engine, ReferenceEngine) and device_type(run.context) == "cpu"
         assert len(run.prompts) == 5  # the candidate sample of the 6 prompts
         assert run.context.dataset_filter == "ids(1, 3, 4) | sample 2 (seed 1) among 5 candidates (seed 1)"
         chosen = run.choose()

@@ -64,8 +64,8 @@ class RayExecutor:
         resources = ray.cluster_resources()
         if spec.device == "auto":
             spec = replace(spec, device="cuda" if resources.get("GPU", 0) >= 1 else "cpu")
-        self.device = spec.device.split(":")[0]  # where the chunks run: cpu or cuda
-        gpu = self.device == "cuda"
+        self.device_type = spec.device.split(":")[0]  # where the chunks compute: cpu or cuda
+        gpu = self.device_type == "cuda"
         count = workers or int(resources.get("GPU" if gpu else "CPU", 0))
         if count < 1:
             raise ValueError(f"the Ray cluster at {address!r} has no {'GPU' if gpu else 'CPU'} for a worker")

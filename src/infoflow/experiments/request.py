@@ -177,14 +177,13 @@ def open_run(
             loaded = load_model_of(request)
     prompts = list(prompts) if prompts is not None else load_prompts_of(request)
     with ExitStack() as stack:
-        executor, device = None, None
+        executor = None
         if request.ray:
             spec = WorkerSpec(
                 request.model, request.device, str(request.dtype), str(request.engine), request.batch_size
             )
             executor = RayExecutor(spec, request.ray, request.ray_workers)
             stack.callback(executor.close)
-            device = executor.device
         if store is None:
             store = stack.enter_context(ResultsStore.open(request.store))
         context = RunContext(
@@ -195,6 +194,5 @@ def open_run(
             dataset_filter=request.selection(len(prompts) if request.candidates is not None else None),
             show_progress=request.show_progress,
             executor=executor,
-            device=device,
         )
         yield OpenRun(request, context, prompts)

@@ -41,7 +41,9 @@ JobFactory = Callable[[ModelContext], ChunkJob]  # picklable (a module-level fun
 
 class ChunkExecutor(Protocol):
     """Runs ``make_job``'s chunk job on chunks elsewhere (e.g. on a Ray cluster); yields (chunk index, results)
-    in the order they complete."""
+    in the order they complete. ``device_type`` (cpu, cuda) is where the chunks compute."""
+
+    device_type: str
 
     def map(self, make_job: JobFactory, chunks: list[Chunk]) -> Iterator[tuple[int, list[Rows | PromptError]]]: ...
 
@@ -57,11 +59,6 @@ class RunContext:
     dataset_filter: str = "all"
     show_progress: bool = True
     executor: ChunkExecutor | None = None  # None: chunks run in this process
-    device: str | None = None  # the kind of device the chunks run on (cpu, cuda); None: the engine's
-
-    @property
-    def device_type(self) -> str:
-        return self.device or self.engine.device.type
 
 
 def run_prompts(
@@ -89,7 +86,7 @@ def run_prompts(
             **params,
             "n_layers": context.loaded.model.n_layers,
             "engine": context.engine.name,
-            "device": context.device_type,
+            "device": device_type(context),
         },
         n_prompts=len(prompts),
     )
@@ -113,6 +110,11 @@ def run_prompts(
     finally:
         context.store.finish_run(run.run_id, status)
     return run.run_id
+
+
+def device_type(context: RunContext) -> str:
+    """Where the run's chunks compute (cpu, cuda): on the executor's workers, else with this process's engine."""
+    return context.executor.device_type if context.executor is not None else context.engine.device.type
 
 
 def compute_chunks(
