@@ -68,6 +68,7 @@ def test_commands_and_argument_errors_answer_without_torch(stored_run: tuple[Pat
         ["runs", "show", run_id, "--store", str(store)],
         ["evaluate", "-m", "mamba-13"],  # a typo: neither an alias, a path nor a hub id
         ["heatmap", "-m", "./no/such/folder"],
+        ["info-flow", "--filter", "correct andd top(3)"],  # a typo in the filter: found before any evaluation
         ["evaluate", "--device", "gpu"],
         ["info-flow", "--dtype", "float64"],
         ["heatmap", "--engine", "slow"],
@@ -78,7 +79,7 @@ def test_commands_and_argument_errors_answer_without_torch(stored_run: tuple[Pat
     )
     assert [r["heavy"] for r in records] == [[]] * len(records), [r["args"] for r in records if r["heavy"]]
     codes = [r["code"] for r in records]
-    assert codes == [0, 0, 0, 0, 0, 0, 1, 1, 2, 2, 2, 2, 2, 1, 2]
+    assert codes == [0, 0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 2, 2, 2, 1, 2]
     output = {" ".join(r["args"][:2]): r["output"] for r in records}
     assert output["--version"].startswith("infoflow ")
     assert "builtin-mamba1" in output["models"] and "smollm2-135m" in output["models"]
@@ -91,6 +92,7 @@ def test_commands_and_argument_errors_answer_without_torch(stored_run: tuple[Pat
     assert len(output["evaluate -m"].splitlines()) == 1 and output["evaluate -m"].startswith("error: unknown model")
     assert output["heatmap -m"].strip() == "error: no such file or folder: ./no/such/folder"
     assert "Did you mean gpt2" in output["figures -m"]
+    assert output["info-flow --filter"].strip() == "error: unexpected 'andd' in filter 'correct andd top(3)'"
     for args, name in (("evaluate --device", "--device"), ("info-flow --dtype", "--dtype"),
                        ("heatmap --engine", "--engine"), ("evaluate --threads", "--threads")):  # fmt: skip
         assert f"Invalid value for '{name}'" in output[args]

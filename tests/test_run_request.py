@@ -38,6 +38,8 @@ def one_thread_after() -> None:
     [
         ({"model": "gtp2"}, "unknown model 'gtp2'"),
         ({"model": "~/no/such.gguf"}, "no such file or folder"),
+        ({"filter": "correct andd top(3)"}, "unexpected 'andd' in filter"),
+        ({"filter": "ids(1"}, "expected ')'"),
         ({"device": "gpu"}, "unsupported device 'gpu'; use auto, cpu, cuda or cuda:N"),
         ({"dtype": "float64"}, "unknown dtype 'float64'; choose float32, bfloat16, float16"),
         ({"engine": "slow"}, "unknown engine 'slow'; choose fast, reference"),

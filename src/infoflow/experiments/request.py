@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from infoflow.experiments.filters import describe_candidates, describe_selection
+from infoflow.experiments.filters import FilterContext, describe_candidates, describe_selection, select
 from infoflow.models.registry import check_model_name
 
 if TYPE_CHECKING:
@@ -84,6 +84,8 @@ class RunRequest:
 
     def __post_init__(self) -> None:
         check_model_name(self.model)
+        # the filter's syntax and presets, before any work (ranks are looked up only when prompts are chosen)
+        select(self.filter, FilterContext(universe=frozenset(), model=self.model, ranks=lambda model: {}))
         check_device(self.device)
         object.__setattr__(self, "dtype", choice(Precision, self.dtype, "dtype"))
         object.__setattr__(self, "engine", choice(EngineName, self.engine, "engine"))
