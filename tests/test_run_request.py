@@ -3,6 +3,7 @@ shared options, threads, device and dtype choices."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,8 +28,9 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def one_thread_after() -> None:
-    """Tests here change torch's threads; the suite runs with one."""
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The default store in tmp; torch's threads back to one afterwards (tests here change them)."""
+    monkeypatch.setenv("INFOFLOW_STORE", str(tmp_path / "default.duckdb"))
     yield
     torch.set_num_threads(1)
 
@@ -86,7 +88,7 @@ def test_open_run_loads_what_the_request_names(dataset: Path, tmp_path: Path) ->
 
 
 def test_open_run_takes_a_model_store_and_prompts_given(dataset: Path, tmp_path: Path) -> None:
-    request = RunRequest(model=MODEL, dataset=str(dataset), show_progress=False)
+    request = RunRequest(model=MODEL, dataset=str(dataset), store=tmp_path / "r.duckdb", show_progress=False)
     with open_run(request) as first, ResultsStore.open(tmp_path / "mine.duckdb") as store:
         prompts = first.prompts[:2]
         with open_run(request, loaded=first.loaded, store=store, prompts=prompts) as run:
