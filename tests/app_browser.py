@@ -37,7 +37,7 @@ def serve_app(store: Path, timeout: float = 90) -> Iterator[str]:
     """``infoflow app``'s Streamlit command on a free port; yields its URL once healthy."""
     port = free_port()
     command, env = streamlit_command(store, port, "127.0.0.1")
-    env |= {"INFOFLOW_TORCH_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env |= {"INFOFLOW_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     url = f"http://127.0.0.1:{port}"
     # output to a file, not a pipe: a full pipe would block the server
     with tempfile.TemporaryFile(mode="w+") as log:
@@ -120,6 +120,6 @@ def screenshots(store: Path, folder: Path) -> list[Path]:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("INFOFLOW_TORCH_THREADS", "1")
+    os.environ.setdefault("INFOFLOW_THREADS", "1")
     for written_path in screenshots(Path(sys.argv[1]), Path(sys.argv[2])):
         print(written_path)

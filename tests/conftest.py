@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from transformers import (
@@ -23,6 +25,7 @@ from tests.oracle import randomize_, save_and_load
 # The models under test are small: one thread runs them fastest, and far faster when other processes share
 # the CPU (threads waiting on each other made a 5-token forward take seconds instead of 0.1 s).
 torch.set_num_threads(1)
+os.environ.setdefault("INFOFLOW_THREADS", "1")  # and in the commands the tests run
 
 TINY_VOCAB = 61
 

@@ -151,7 +151,6 @@ def test_info_flow_default_filter_evaluates_first(dataset: Path, store: Path) ->
         (["--filter", "bogus"], "unknown filter 'bogus'"),
         (["--filter", "ids(1"], "expected ')'"),
         (["--filter", "ids(77)"], "selects no prompt"),
-        (["--engine", "slow"], "unknown engine 'slow'"),
         (["--exempt-fraction", "2"], "exempt fraction must be in [0, 1]"),
     ],
 )

@@ -1,13 +1,20 @@
-"""The ``infoflow`` command line."""
+"""The ``infoflow`` command line.
+
+Importing it imports no torch, and neither do ``--help``, ``--version``, ``models``, ``runs``, ``report``, ``plot``
+and every argument error: each command imports what it runs.
+"""
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
+import inspect
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
@@ -16,8 +23,12 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from infoflow.data.spans import TokenType
-from infoflow.experiments.filters import describe_selection
+from infoflow.experiments.request import DEFAULT_MODEL, EngineName, Precision, RunRequest, check_device
+from infoflow.experiments.threads import THREADS_VARIABLE, resolve_threads
 from infoflow.interventions.knockout import FeatureCategory, KnockoutMode, default_window_size
+
+if TYPE_CHECKING:
+    from infoflow.experiments.request import OpenRun
 
 app = typer.Typer(
     help="Trace how factual information flows through Mamba and Transformer language models, by knockout.",
@@ -29,24 +40,74 @@ app.add_typer(runs_app, name="runs")
 console = Console(stderr=True)
 out = Console()
 
-DEFAULT_MODEL = "builtin-mamba1"
+RUN_PANEL = "Model, data and prompts"
+COMPUTE_PANEL = "Computation"
 
-Model = Annotated[str, typer.Option("--model", "-m", help="Alias (see `infoflow models`), hub id, folder or .gguf.")]
+Model = Annotated[
+    str,
+    typer.Option(
+        "--model", "-m", help="Alias (see `infoflow models`), hub id, folder or .gguf.", rich_help_panel=RUN_PANEL
+    ),
+]
 Dataset = Annotated[
-    str, typer.Option("--dataset", "-d", help="counterfact, known_1000, synthetic, or a CSV/JSONL/Parquet file.")
+    str,
+    typer.Option(
+        "--dataset",
+        "-d",
+        help="counterfact, known_1000, synthetic, or a CSV/JSONL/Parquet file.",
+        rich_help_panel=RUN_PANEL,
+    ),
 ]
 DatasetFile = Annotated[
-    Path | None, typer.Option("--dataset-file", help="A local copy of a named dataset (no download).")
+    Path | None,
+    typer.Option("--dataset-file", help="A local copy of a named dataset (no download).", rich_help_panel=RUN_PANEL),
 ]
 StoreOption = Annotated[
     Path | None,
     typer.Option("--store", help="Results store file \\[default: $INFOFLOW_STORE or ./infoflow-results.duckdb]"),
 ]
-FilterOption = Annotated[str, typer.Option("--filter", help="Prompt filter, e.g. 'correct and not ids(3)'.")]
-Limit = Annotated[int | None, typer.Option("--limit", "-n", min=1, help="At most this many prompts (a seeded sample).")]
-Seed = Annotated[int, typer.Option("--seed", help="Seed of the prompt sample.")]
-Device = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")]
-Dtype = Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16.")]
+FilterOption = Annotated[
+    str, typer.Option("--filter", help="Prompt filter, e.g. 'correct and not ids(3)'.", rich_help_panel=RUN_PANEL)
+]
+Limit = Annotated[
+    int | None,
+    typer.Option(
+        "--limit", "-n", min=1, help="At most this many prompts (a seeded sample).", rich_help_panel=RUN_PANEL
+    ),
+]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of the prompt sample.", rich_help_panel=RUN_PANEL)]
+
+
+def parse_device(text: str) -> str:
+    """``--device``: auto, cpu, cuda or cuda:N."""
+    try:
+        return check_device(text)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+Device = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        parser=parse_device,
+        metavar="auto|cpu|cuda|cuda:N",
+        autocompletion=lambda: ["auto", "cpu", "cuda"],
+        help="auto: a CUDA GPU when there is one, else the CPU.",
+        rich_help_panel=COMPUTE_PANEL,
+    ),
+]
+Dtype = Annotated[Precision, typer.Option("--dtype", help="Precision of the model.", rich_help_panel=COMPUTE_PANEL)]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        min=1,
+        envvar=THREADS_VARIABLE,
+        help="CPU threads of torch \\[default: the CPUs less the machine's load, at most 4].",
+        rich_help_panel=COMPUTE_PANEL,
+    ),
+]
 
 
 def parse_batch_size(text: str) -> int | None:
@@ -66,10 +127,14 @@ BatchSize = Annotated[
         metavar="N|auto",
         help="Knockout rows per batched tail pass (fast engine); auto: 256 on a CPU, as many as fit on a GPU "
         "\\[default: auto].",
+        rich_help_panel=COMPUTE_PANEL,
     ),
 ]
-EngineOption = Annotated[str, typer.Option("--engine", help="fast (default) or reference (one forward per knockout).")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+EngineOption = Annotated[
+    EngineName,
+    typer.Option("--engine", help="reference: one forward pass per knockout.", rich_help_panel=COMPUTE_PANEL),
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or progress lines.")]
 RayAddress = Annotated[
     str | None,
     typer.Option(
@@ -77,10 +142,17 @@ RayAddress = Annotated[
         metavar="ADDRESS",
         help="Run chunks of prompts on a Ray cluster: local (start one here), auto (`ray start` on this machine) "
         "or HOST:PORT. This process alone writes the store (docs/scale-out.md).",
+        rich_help_panel=COMPUTE_PANEL,
     ),
 ]
 RayWorkers = Annotated[
-    int | None, typer.Option("--ray-workers", min=1, help="Ray workers \\[default: one per GPU (cuda) or CPU].")
+    int | None,
+    typer.Option(
+        "--ray-workers",
+        min=1,
+        help="Ray workers \\[default: one per GPU (cuda) or CPU].",
+        rich_help_panel=COMPUTE_PANEL,
+    ),
 ]
 
 
@@ -88,96 +160,108 @@ class CliError(Exception):
     """An error shown to the user as one line, without a traceback."""
 
 
-@dataclass
-class Setup:
-    model: str
-    dataset: str
-    dataset_file: Path | None
-    store: Path | None
-    device: str
-    dtype: str
-    batch_size: int | None
-    engine: str
-    quiet: bool
-    ray: str | None = None
-    ray_workers: int | None = None
+# Failures shown as one line, by (module, class). Only the classes of modules already imported are looked up:
+# an error cannot come from a module that was never imported, and importing them all would import torch.
+EXPECTED_ERRORS = (
+    ("infoflow.models.loading", "ModelLoadError"),
+    ("infoflow.data.errors", "DatasetError"),
+    ("infoflow.experiments.filters", "FilterError"),
+    ("infoflow.store.errors", "StoreError"),
+    ("infoflow.extras", "MissingExtraError"),
+)
+# ConnectionError: no Ray cluster at --ray's address
+BUILTIN_EXPECTED_ERRORS: tuple[type[Exception], ...] = (CliError, FileNotFoundError, ValueError, ConnectionError)
 
 
-@contextmanager
-def experiment_context(setup: Setup, dataset_filter: str = "all") -> Iterator:
-    """Load model, dataset and store; yield (RunContext, prompts). Expected errors become CliError."""
-    from infoflow.data import load_dataset
-    from infoflow.experiments.distributed import RayExecutor, WorkerSpec, make_engine
-    from infoflow.experiments.runner import RunContext
-    from infoflow.models import load_model
-    from infoflow.store import ResultsStore
-
-    if setup.engine not in ("fast", "reference"):
-        raise CliError(f"unknown engine {setup.engine!r}; choose fast or reference")
-    # with Ray the workers compute; this process only tokenizes and writes the store, so its copy stays on the CPU
-    with console.status(f"loading {setup.model}", spinner="dots"):
-        loaded = load_model(setup.model, device="cpu" if setup.ray else setup.device, dtype=setup.dtype)
-    prompts = load_dataset(setup.dataset, path=setup.dataset_file)
-    executor = None
-    if setup.ray:
-        spec = WorkerSpec(setup.model, setup.device, setup.dtype, setup.engine, setup.batch_size)
-        with console.status(f"connecting to Ray ({setup.ray})", spinner="dots"):
-            executor = RayExecutor(spec, setup.ray, setup.ray_workers)
-    try:
-        with ResultsStore.open(setup.store) as store:
-            context = RunContext(
-                loaded=loaded,
-                engine=make_engine(setup.engine, loaded.model, setup.batch_size),
-                store=store,
-                dataset=setup.dataset,
-                dataset_filter=dataset_filter,
-                show_progress=not setup.quiet,
-                executor=executor,
-            )
-            yield context, prompts
-    finally:
-        if executor is not None:
-            executor.close()
+def expected_errors() -> tuple[type[Exception], ...]:
+    imported = [getattr(sys.modules[module], name) for module, name in EXPECTED_ERRORS if module in sys.modules]
+    return (*BUILTIN_EXPECTED_ERRORS, *imported)
 
 
-def run_command(function, *args, **kwargs):
+def run_command(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run a command body; expected failures print one clear line and exit 1, Ctrl-C exits 130."""
-    from infoflow.data.errors import DatasetError
-    from infoflow.experiments.filters import FilterError
-    from infoflow.models import ModelLoadError
-    from infoflow.store import StoreError
-
     try:
         return function(*args, **kwargs)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: finished prompts are stored; run the same command again to resume")
         raise typer.Exit(130) from None
-    except (
-        CliError,
-        ModelLoadError,
-        DatasetError,
-        FilterError,
-        StoreError,
-        FileNotFoundError,
-        ValueError,
-        ConnectionError,
-    ) as error:  # ConnectionError: no Ray cluster at --ray's address
-        console.print(f"[red]error:[/] {error}")
+    except Exception as error:
+        if not isinstance(error, expected_errors()):
+            raise
+        console.print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True)  # one line, whatever the width
         raise typer.Exit(1) from None
 
 
-def selected(context, prompts, expression: str, limit: int | None, seed: int) -> tuple:
-    """(the run's context, recording a shortfall in its manifest; the prompts chosen)."""
-    from dataclasses import replace
+@dataclass(frozen=True)
+class SharedOption:
+    annotation: Any  # an Annotated alias above
+    default: Any
 
-    from infoflow.experiments.selection import choose
 
-    selection = choose(context, prompts, expression, limit, seed)
-    if not selection.prompts:
-        raise CliError(f"the filter {expression!r} selects no prompt of {context.dataset}")
-    if selection.shortfall:
-        console.print(f"[yellow]note:[/] {selection.shortfall}")
-    return replace(context, dataset_filter=selection.recorded(context.dataset_filter)), selection.prompts
+# The options of every experiment command, named as RunRequest's fields (quiet: not show_progress).
+RUN_OPTIONS: dict[str, SharedOption] = {
+    "model": SharedOption(Model, DEFAULT_MODEL),
+    "dataset": SharedOption(Dataset, "synthetic"),
+    "dataset_file": SharedOption(DatasetFile, None),
+    "filter": SharedOption(FilterOption, "all"),
+    "limit": SharedOption(Limit, None),
+    "seed": SharedOption(Seed, 0),
+    "store": SharedOption(StoreOption, None),
+    "device": SharedOption(Device, "auto"),
+    "dtype": SharedOption(Dtype, Precision.FLOAT32),
+    "engine": SharedOption(EngineOption, EngineName.FAST),
+    "batch_size": SharedOption(BatchSize, None),
+    "threads": SharedOption(Threads, None),
+    "ray": SharedOption(RayAddress, None),
+    "ray_workers": SharedOption(RayWorkers, None),
+    "quiet": SharedOption(Quiet, False),
+}
+
+
+def run_request(*, quiet: bool, threads: int | None, **options: Any) -> RunRequest:
+    """The request of an experiment command's shared options (threads: resolved here, so that the run applies
+    them)."""
+    return RunRequest(**options, threads=resolve_threads(threads), show_progress=not quiet)
+
+
+def run_options(fixed: Mapping[str, Any] | None = None, **defaults: Any) -> Callable[[Callable[..., None]], Any]:
+    """Give an experiment command the shared options of ``RUN_OPTIONS`` after its own; the command receives the
+    ``RunRequest`` they make as its first argument, and runs under ``run_command``. ``defaults`` change an
+    option's default for this command; ``fixed`` leaves options out, with the value the request takes."""
+    fixed = dict(fixed or {})
+
+    def decorate(command: Callable[..., None]) -> Any:
+        own = list(inspect.signature(command, eval_str=True).parameters.values())[1:]  # after the request
+        shared = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(name, option.default),
+                              annotation=option.annotation)
+            for name, option in RUN_OPTIONS.items()
+            if name not in fixed
+        ]  # fmt: skip
+        parameters = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + shared
+
+        @functools.wraps(command)
+        def wrapper(**values: Any) -> None:
+            options = {**fixed, **{p.name: values.pop(p.name) for p in shared}}
+            run_command(lambda: command(run_request(**options), **values))
+
+        wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+        return wrapper
+
+    return decorate
+
+
+@contextmanager
+def opened(request: RunRequest) -> Iterator[OpenRun]:
+    """``open_run`` of the request, with a spinner while the model loads."""
+    from infoflow.experiments.request import open_run
+
+    def note(text: str) -> None:
+        console.print(f"[yellow]note:[/] {escape(text)}", soft_wrap=True)
+
+    with open_run(request, status=lambda text: console.status(text, spinner="dots"), note=note) as run:
+        yield run
 
 
 def print_done(kind: str, run_id: str, context) -> None:
@@ -188,13 +272,30 @@ def print_done(kind: str, run_id: str, context) -> None:
     )
 
 
+def print_version(asked: bool) -> None:
+    if asked:
+        out.print(f"infoflow {importlib.metadata.version('infoflow')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    pass
+
+
 @app.command()
 def demo(
     model: Model = DEFAULT_MODEL,
     output: Annotated[Path, typer.Option("--out", "-o", help="Folder for the results store and report.")] = Path(
         "infoflow-demo"
     ),
-    prompts: Annotated[int, typer.Option("--prompts", "-n", help="Prompts in the info-flow sweep.")] = 100,
+    prompts: Annotated[int, typer.Option("--prompts", "-n", min=1, help="Prompts in the info-flow sweep.")] = 100,
+    device: Device = "auto",
+    threads: Threads = None,
     quiet: Quiet = False,
 ) -> None:
     """The main job, offline: info-flow sweep and heatmaps of the built-in model, then the HTML report."""
@@ -202,7 +303,8 @@ def demo(
     def body() -> None:
         from infoflow.demo import run_demo
 
-        report_path = run_demo(output, model=model, n_prompts=prompts, show_progress=not quiet)
+        request = RunRequest(model=model, device=device, threads=resolve_threads(threads), show_progress=not quiet)
+        report_path = run_demo(output, request, n_prompts=prompts)
         out.print(f"report: {report_path.resolve()}")
 
     run_command(body)
@@ -211,7 +313,7 @@ def demo(
 @app.command()
 def models() -> None:
     """List the supported models and their short aliases."""
-    from infoflow.models import list_models
+    from infoflow.models.registry import list_models
 
     table = Table("alias", "family", "layers", "source", "description")
     for entry in list_models():
@@ -222,43 +324,23 @@ def models() -> None:
 
 
 @app.command(name="evaluate")
-def evaluate_command(
-    model: Model = DEFAULT_MODEL,
-    dataset: Dataset = "synthetic",
-    dataset_file: DatasetFile = None,
-    dataset_filter: FilterOption = "all",
-    limit: Limit = None,
-    seed: Seed = 0,
-    store: StoreOption = None,
-    device: Device = "cpu",
-    dtype: Dtype = "float32",
-    batch_size: BatchSize = None,
-    engine: EngineOption = "fast",
-    quiet: Quiet = False,
-    ray: RayAddress = None,
-    ray_workers: RayWorkers = None,
-) -> None:
+@run_options()
+def evaluate_command(request: RunRequest) -> None:
     """Clean next-token distribution per prompt: p0, rank and top-1 correctness of the target."""
+    from infoflow.experiments.experiments import evaluate
 
-    def body() -> None:
-        from infoflow.experiments.experiments import evaluate
-
-        setup = Setup(model, dataset, dataset_file, store, device, dtype, batch_size, engine, quiet, ray, ray_workers)
-        with experiment_context(setup, describe_selection(dataset_filter, limit, seed)) as (context, prompts):
-            context, chosen = selected(context, prompts, dataset_filter, limit, seed)
-            run_id = evaluate(context, chosen)
-            frame = context.store.frame(run_id, "evaluate")
-            print_done("evaluate", run_id, context)
-            out.print(f"top-1 accuracy {frame['correct'].mean():.1%} on {len(frame)} prompts")
-
-    run_command(body)
+    with opened(request) as run:
+        context, chosen = run.choose()
+        run_id = evaluate(context, chosen)
+        frame = context.store.frame(run_id, "evaluate")
+        print_done("evaluate", run_id, context)
+        out.print(f"top-1 accuracy {frame['correct'].mean():.1%} on {len(frame)} prompts")
 
 
 @app.command(name="info-flow")
+@run_options(filter="correct")
 def info_flow_command(
-    model: Model = DEFAULT_MODEL,
-    dataset: Dataset = "synthetic",
-    dataset_file: DatasetFile = None,
+    request: RunRequest,
     targets: Annotated[list[TokenType], typer.Option("--target", help="Target token type(s).")] = [TokenType.LAST],  # noqa: B006
     sources: Annotated[list[TokenType] | None, typer.Option("--source", help="Source token type(s).")] = None,
     feature_categories: Annotated[
@@ -270,114 +352,68 @@ def info_flow_command(
     mode: Annotated[KnockoutMode, typer.Option(help="Mamba knockout mode.")] = KnockoutMode.ZERO_ATTENTION,
     strict: Annotated[bool, typer.Option(help="Mamba: also block the conv1d path from sources.")] = False,
     exempt_fraction: Annotated[float, typer.Option(help="Fraction of features a category exempts.")] = 1 / 3,
-    dataset_filter: FilterOption = "correct",
-    limit: Limit = None,
-    seed: Seed = 0,
-    store: StoreOption = None,
-    device: Device = "cpu",
-    dtype: Dtype = "float32",
-    batch_size: BatchSize = None,
-    engine: EngineOption = "fast",
-    quiet: Quiet = False,
-    ray: RayAddress = None,
-    ray_workers: RayWorkers = None,
 ) -> None:
     """Knock out target <- source edges in every window of layers and record the target's probability."""
+    from infoflow.experiments.experiments import info_flow
+    from infoflow.experiments.plans import InfoFlowParams, KnockoutOptions
 
-    def body() -> None:
-        from infoflow.experiments.experiments import info_flow
-        from infoflow.experiments.plans import InfoFlowParams, KnockoutOptions
-
-        setup = Setup(model, dataset, dataset_file, store, device, dtype, batch_size, engine, quiet, ray, ray_workers)
-        with experiment_context(setup, describe_selection(dataset_filter, limit, seed)) as (context, prompts):
-            n_layers = context.loaded.model.n_layers
-            params = InfoFlowParams(
-                targets=tuple(targets),
-                sources=tuple(sources or InfoFlowParams().sources),
-                feature_categories=tuple(feature_categories),
-                window_sizes=tuple(window_sizes or [default_window_size(n_layers)]),
-                options=KnockoutOptions(mode=mode, strict=strict, exempt_fraction=exempt_fraction),
-            )
-            params.check_model(context.loaded.model)  # before any work, selection included
-            context, chosen = selected(context, prompts, dataset_filter, limit, seed)
-            run_id = info_flow(context, chosen, params)
-            print_done("info-flow", run_id, context)
-            out.print(f"figures and tables: infoflow report {run_id}")
-
-    run_command(body)
+    with opened(request) as run:
+        model = run.loaded.model
+        params = InfoFlowParams(
+            targets=tuple(targets),
+            sources=tuple(sources or InfoFlowParams().sources),
+            feature_categories=tuple(feature_categories),
+            window_sizes=tuple(window_sizes or [default_window_size(model.n_layers)]),
+            options=KnockoutOptions(mode=mode, strict=strict, exempt_fraction=exempt_fraction),
+        )
+        params.check_model(model)  # before any work, selection included
+        context, chosen = run.choose()
+        run_id = info_flow(context, chosen, params)
+        print_done("info-flow", run_id, context)
+        out.print(f"figures and tables: infoflow report {run_id}")
 
 
 @app.command(name="heatmap")
+@run_options(filter="correct", limit=5)
 def heatmap_command(
-    model: Model = DEFAULT_MODEL,
-    dataset: Dataset = "synthetic",
-    dataset_file: DatasetFile = None,
+    request: RunRequest,
     window_size: Annotated[
         int | None, typer.Option("--window-size", "-w", help="\\[default: 9, or half the depth]")
     ] = None,
     mode: Annotated[KnockoutMode, typer.Option(help="Mamba knockout mode.")] = KnockoutMode.ZERO_ATTENTION,
     strict: Annotated[bool, typer.Option(help="Mamba: also block the conv1d path from sources.")] = False,
-    dataset_filter: FilterOption = "correct",
-    limit: Limit = 5,
-    seed: Seed = 0,
-    store: StoreOption = None,
-    device: Device = "cpu",
-    dtype: Dtype = "float32",
-    batch_size: BatchSize = None,
-    engine: EngineOption = "fast",
-    quiet: Quiet = False,
-    ray: RayAddress = None,
-    ray_workers: RayWorkers = None,
 ) -> None:
     """Knock out last <- each position in every window: a tokens x windows map of the target's probability."""
+    from infoflow.experiments.experiments import heatmap
+    from infoflow.experiments.plans import InfoFlowParams, KnockoutOptions
 
-    def body() -> None:
-        from infoflow.experiments.experiments import heatmap
-        from infoflow.experiments.plans import InfoFlowParams, KnockoutOptions
-
-        setup = Setup(model, dataset, dataset_file, store, device, dtype, batch_size, engine, quiet, ray, ray_workers)
-        with experiment_context(setup, describe_selection(dataset_filter, limit, seed)) as (context, prompts):
-            lm = context.loaded.model
-            size = window_size if window_size is not None else default_window_size(lm.n_layers)
-            options = KnockoutOptions(mode=mode, strict=strict)
-            InfoFlowParams(window_sizes=(size,), options=options).check_model(lm)  # before work
-            context, chosen = selected(context, prompts, dataset_filter, limit, seed)
-            run_id = heatmap(context, chosen, size, options)
-            print_done("heatmap", run_id, context)
-            out.print(f"figures: infoflow report {run_id}")
-
-    run_command(body)
+    with opened(request) as run:
+        model = run.loaded.model
+        size = window_size if window_size is not None else default_window_size(model.n_layers)
+        options = KnockoutOptions(mode=mode, strict=strict)
+        InfoFlowParams(window_sizes=(size,), options=options).check_model(model)  # before work
+        context, chosen = run.choose()
+        run_id = heatmap(context, chosen, size, options)
+        print_done("heatmap", run_id, context)
+        out.print(f"figures: infoflow report {run_id}")
 
 
 @app.command(name="attention")
+@run_options(fixed={"engine": EngineName.REFERENCE, "batch_size": None, "ray": None, "ray_workers": None}, limit=1)
 def attention_command(
-    model: Model = DEFAULT_MODEL,
-    dataset: Dataset = "synthetic",
-    dataset_file: DatasetFile = None,
-    dataset_filter: FilterOption = "all",
-    limit: Limit = 1,
-    seed: Seed = 0,
+    request: RunRequest,
     layers: Annotated[list[int] | None, typer.Option("--layer", help="Layer(s) to export \\[default: all].")] = None,
     per_feature: Annotated[bool, typer.Option(help="Also every channel's / head's own matrix.")] = False,
-    store: StoreOption = None,
-    device: Device = "cpu",
-    dtype: Dtype = "float32",
-    quiet: Quiet = False,
 ) -> None:
     """Export hidden-attention matrices (mean over channels/heads, optionally each) for prompts."""
+    from infoflow.experiments.experiments import attention, check_layers
 
-    def body() -> None:
-        from infoflow.experiments.experiments import attention, check_layers
-
-        setup = Setup(model, dataset, dataset_file, store, device, dtype, 1, "reference", quiet)
-        with experiment_context(setup, describe_selection(dataset_filter, limit, seed)) as (context, prompts):
-            check_layers(context.loaded.model, layers)  # before any work, selection included
-            context, chosen = selected(context, prompts, dataset_filter, limit, seed)
-            run_id = attention(context, chosen, layers, per_feature)
-            print_done("attention", run_id, context)
-            out.print(f"export: infoflow runs export {run_id} attention.parquet")
-
-    run_command(body)
+    with opened(request) as run:
+        check_layers(run.loaded.model, layers)  # before any work, selection included
+        context, chosen = run.choose()
+        run_id = attention(context, chosen, layers, per_feature)
+        print_done("attention", run_id, context)
+        out.print(f"export: infoflow runs export {run_id} attention.parquet")
 
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead of a table.")]
@@ -405,7 +441,7 @@ def runs_list(store: StoreOption = None, as_json: JsonFlag = False) -> None:
         if frame.empty:
             out.print("no runs yet")
             return
-        # ids stay whole (users copy them); under each name, its dataset and shortened filter
+        # ids of 8 digits (any unique prefix addresses a run); under each name, its dataset and shortened filter
         table = Table(
             Column("id", no_wrap=True), Column("name", ratio=1, overflow="fold"), Column("status", no_wrap=True),
             Column("prompts", no_wrap=True), Column("updated", no_wrap=True), box=box.SIMPLE_HEAD,
@@ -589,15 +625,22 @@ def web_app(
     store: StoreOption = None,
     port: Annotated[int, typer.Option(help="Port of the web app.")] = 8501,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "localhost",
+    threads: Threads = None,
 ) -> None:
     """The web app (Streamlit): browse, compare and explore information flow in the browser."""
-    import subprocess
 
-    from infoflow.app.launcher import streamlit_command
+    def body() -> int:
+        import subprocess
 
-    command, env = streamlit_command(store, port, host)
-    out.print(f"infoflow app on http://{host}:{port} (Ctrl-C stops it)")
-    raise typer.Exit(subprocess.call(command, env=env))
+        from infoflow.app.launcher import streamlit_command
+        from infoflow.extras import require_extra
+
+        require_extra("app", "the web app")
+        command, env = streamlit_command(store, port, host, threads)
+        out.print(f"infoflow app on http://{host}:{port} (Ctrl-C stops it)")
+        return subprocess.call(command, env=env)
+
+    raise typer.Exit(run_command(body))
 
 
 @app.command()
@@ -621,15 +664,20 @@ def figures(
     ] = 1000,
     heatmaps: Annotated[int, typer.Option(min=1, help="Prompts drawn as heatmaps.")] = 3,
     seed: Seed = 0,
-    device: Device = "cpu",
-    dtype: Dtype = "float32",
+    device: Device = "auto",
+    dtype: Dtype = Precision.FLOAT32,
     batch_size: BatchSize = None,
+    threads: Threads = None,
     quiet: Quiet = False,
 ) -> None:
     """The papers' figure set: runs what the store lacks, then draws info-flow, feature-category, window-size,
     prompt-order and heatmap figures (PNG + PDF) and a first-position-bias table, indexed in index.md."""
 
     def body() -> None:
+        from infoflow.models.registry import check_model_name
+
+        for name in models or ():
+            check_model_name(name)  # a typo fails before anything loads
         from infoflow.figures import BUILTIN_MODELS, FigureSetOptions, make_figures
 
         options = FigureSetOptions(
@@ -643,6 +691,7 @@ def figures(
             device=device,
             dtype=dtype,
             batch_size=batch_size,
+            threads=resolve_threads(threads),
             show_progress=not quiet,
         )
         index = make_figures(models or BUILTIN_MODELS, output, store, options, progress=console.print)
@@ -653,3 +702,7 @@ def figures(
 
 def main() -> None:
     app(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import os
-
 import streamlit as st
-import torch
 
+from infoflow.experiments.threads import apply_threads, resolve_threads
 from infoflow.models import load_model
 from infoflow.models.load import LoadedModel
 
-THREADS_VARIABLE = "INFOFLOW_TORCH_THREADS"
+
+@st.cache_resource(show_spinner=False)
+def thread_setting() -> int:
+    """torch's CPU threads in this app process, resolved once: ``$INFOFLOW_THREADS``, else a default that leaves
+    room for the machine's other work (``experiments.threads``)."""
+    return resolve_threads()
 
 
 def apply_thread_setting() -> None:
-    """``$INFOFLOW_TORCH_THREADS`` CPU threads for torch, if set (1 is fastest for the small built-in
-    models on a busy CPU)."""
-    threads = os.environ.get(THREADS_VARIABLE)
-    if threads and threads.isdigit() and int(threads) != torch.get_num_threads():
-        torch.set_num_threads(int(threads))
+    apply_threads(thread_setting())
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)

@@ -15,9 +15,8 @@ import numpy as np
 import pandas as pd
 
 from infoflow.app.explorer import ExplorerRequest, prompt_spans
-from infoflow.engines.reference import ReferenceEngine
 from infoflow.experiments.experiments import attention
-from infoflow.experiments.runner import RunContext
+from infoflow.experiments.request import EngineName, RunRequest, open_run
 from infoflow.models.load import LoadedModel
 from infoflow.store import ResultsStore
 
@@ -39,13 +38,20 @@ def compute(
     """Attention rows (layer, feature, matrix, tokens) of one typed prompt: ``layers`` (default: all), the
     mean over features and, with ``per_feature``, each feature's own matrix."""
     fact, _, _, _ = prompt_spans(loaded, ExplorerRequest(prompt=prompt, subject=subject, target=" x"))
-    with tempfile.TemporaryDirectory() as folder, ResultsStore.open(Path(folder) / "scratch.duckdb") as store:
-        context = RunContext(loaded, ReferenceEngine(loaded.model), store, "typed prompt", show_progress=False)
-        run_id = attention(context, [fact], layers, per_feature)
-        errors = store.frame(run_id, "errors")
-        if not errors.empty:
-            raise ValueError(f"bad prompt: {errors['reason'].iloc[0]}")
-        return store.frame(run_id, "attention")
+    with tempfile.TemporaryDirectory() as folder:
+        request = RunRequest(
+            model=loaded.name,
+            dataset="typed prompt",
+            store=Path(folder) / "scratch.duckdb",
+            engine=EngineName.REFERENCE,
+            show_progress=False,
+        )
+        with open_run(request, loaded=loaded, prompts=[fact]) as run:
+            run_id = attention(run.context, run.prompts, layers, per_feature)
+            errors = run.context.store.frame(run_id, "errors")
+            if not errors.empty:
+                raise ValueError(f"bad prompt: {errors['reason'].iloc[0]}")
+            return run.context.store.frame(run_id, "attention")
 
 
 def stored(store: ResultsStore, run_id: str) -> pd.DataFrame:

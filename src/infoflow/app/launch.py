@@ -10,14 +10,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infoflow.data import load_dataset
+from infoflow.data.prompts import FactPrompt
 from infoflow.data.spans import TokenType
-from infoflow.engines.fast import FastEngine
 from infoflow.experiments.experiments import heatmap, info_flow
-from infoflow.experiments.filters import describe_selection
 from infoflow.experiments.plans import InfoFlowParams, KnockoutOptions
+from infoflow.experiments.request import RunRequest, open_run
 from infoflow.experiments.runner import RunContext
-from infoflow.experiments.selection import choose_prompts
 from infoflow.interventions.knockout import FeatureCategory, KnockoutMode, default_window_size
 from infoflow.models.load import LoadedModel
 from infoflow.store import ResultsStore
@@ -51,14 +49,23 @@ def launch(loaded: LoadedModel, store: ResultsStore, request: LaunchRequest, pro
     """Run the request into ``store`` (resuming a matching run); returns the run id."""
     if request.kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {request.kind!r}")
-    if request.limit is not None and request.limit < 1:
-        raise ValueError("the prompt limit must be at least 1")
-    prompts = load_dataset(request.dataset, path=request.dataset_file)
-    selection = describe_selection(request.prompt_filter, request.limit, request.seed)
-    context = RunContext(loaded, FastEngine(loaded.model), store, request.dataset, selection, show_progress=False)
-    chosen = choose_prompts(context, prompts, request.prompt_filter, request.limit, request.seed)
-    if not chosen:
-        raise ValueError(f"the filter {request.prompt_filter!r} selects no prompt of {request.dataset}")
+    run_request = RunRequest(
+        model=loaded.name,
+        dataset=request.dataset,
+        dataset_file=request.dataset_file,
+        filter=request.prompt_filter,
+        limit=request.limit,
+        seed=request.seed,
+        show_progress=False,
+    )
+    with open_run(run_request, loaded=loaded, store=store) as run:
+        return run_in_steps(*run.choose(), request, progress)
+
+
+def run_in_steps(context: RunContext, chosen: list[FactPrompt], request: LaunchRequest, progress: Progress) -> str:
+    """The request's experiment on growing prefixes of ``chosen`` (each step resumes the run of the one before);
+    returns the run id."""
+    loaded = context.loaded
     size = request.window_size or default_window_size(loaded.model.n_layers)
     options = KnockoutOptions(mode=request.mode, strict=request.strict)
     params = InfoFlowParams(

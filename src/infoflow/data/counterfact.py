@@ -16,6 +16,7 @@ import numpy as np
 from infoflow.data.errors import DatasetError, DatasetUnavailableError
 from infoflow.data.prompts import FactPrompt
 from infoflow.data.records import Table, read_table, table_to_prompts
+from infoflow.extras import install_command
 
 HUB_ID = "NeelNanda/counterfact-tracing"
 SIZE = 21_919
@@ -47,7 +48,7 @@ def _hub_table() -> Table:
         import datasets
     except ImportError as e:
         raise DatasetUnavailableError(
-            f"loading {HUB_ID} from the hub needs the 'datasets' package (pip install datasets), "
+            f"loading {HUB_ID} from the hub needs the 'datasets' package ({install_command('hub-data')}), "
             "or pass a local file: load_dataset('counterfact', path='counterfact.parquet')"
         ) from e
     try:

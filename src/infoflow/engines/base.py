@@ -75,3 +75,19 @@ class Engine(ABC):
 def last_token_probabilities(logits: torch.Tensor) -> torch.Tensor:
     """softmax of the logits [B, T, V] at the last position, in fp32: [B, V]."""
     return torch.softmax(logits[:, -1].float(), dim=-1)
+
+
+ENGINES = ("fast", "reference")
+
+
+def make_engine(name: str, model: CausalLM, batch_size: int | None = None) -> Engine:
+    """The engine ``name`` (fast or reference) on ``model``; ``batch_size``: knockout rows per batched tail pass
+    of the fast engine (None: it sizes them)."""
+    from infoflow.engines.fast import FastEngine  # here: both engines import this module
+    from infoflow.engines.reference import ReferenceEngine
+
+    if name == "fast":
+        return FastEngine(model, max_batch=batch_size)
+    if name == "reference":
+        return ReferenceEngine(model)
+    raise ValueError(f"unknown engine {name!r}; choose {' or '.join(ENGINES)}")

@@ -12,36 +12,25 @@ stores, once per chunk, and re-adding a stored prompt is a no-op.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from infoflow.data.spans import PromptError
-from infoflow.engines.base import Engine
+from infoflow.engines.base import Engine, make_engine
 from infoflow.experiments.runner import Chunk, JobFactory, Rows, run_chunk
-from infoflow.models.base import CausalLM
+from infoflow.extras import require_extra
 from infoflow.models.load import LoadedModel
 
 RESTARTS = 3  # restarts of a dead worker, and retries of each chunk it was running
 
 
-def make_engine(name: str, model: CausalLM, batch_size: int | None) -> Engine:
-    """The engine ``name`` (fast or reference) on ``model``; ``batch_size`` None: the fast engine sizes it."""
-    from infoflow.engines.fast import FastEngine
-    from infoflow.engines.reference import ReferenceEngine
-
-    if name == "fast":
-        return FastEngine(model, max_batch=batch_size)
-    if name == "reference":
-        return ReferenceEngine(model)
-    raise ValueError(f"unknown engine {name!r}; choose fast or reference")
-
-
 @dataclass(frozen=True)
 class WorkerSpec:
-    """What a worker loads: the model as the command line names it, and its engine."""
+    """What a worker loads: the model as the command line names it, and its engine; ``device`` "auto": a GPU when
+    the cluster has GPUs, else the CPU."""
 
     model: str
-    device: str = "cpu"
+    device: str = "auto"
     dtype: str = "float32"
     engine: str = "fast"
     batch_size: int | None = None
@@ -66,14 +55,19 @@ class RayExecutor:
     GPU when ``spec.device`` is CUDA, else one CPU; ``workers`` defaults to as many as the cluster has."""
 
     def __init__(self, spec: WorkerSpec, address: str = "local", workers: int | None = None) -> None:
+        require_extra("ray", "running on a Ray cluster")
         import ray
 
-        self.device_type = spec.device.split(":")[0]  # part of the run's identity
         self.started = not ray.is_initialized()  # then this process owns the connection and ends it in close()
         if self.started:
             ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False)
-        gpu = spec.device.startswith("cuda")
         resources = ray.cluster_resources()
+        if spec.device == "auto":
+            spec = replace(spec, device="cuda" if resources.get("GPU", 0) >= 1 else "cpu")
+        self.device_type = spec.device.split(":")[
+            0
+        ]  # where the chunks compute (cpu or cuda): part of the run's identity
+        gpu = self.device_type == "cuda"
         count = workers or int(resources.get("GPU" if gpu else "CPU", 0))
         if count < 1:
             raise ValueError(f"the Ray cluster at {address!r} has no {'GPU' if gpu else 'CPU'} for a worker")

@@ -18,11 +18,11 @@ from typing import Any, Protocol
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from infoflow.data.prompts import FactPrompt
 from infoflow.data.spans import PromptError, TokenSpans, find_spans_many
 from infoflow.engines.base import Engine
+from infoflow.experiments.progress import progress_bar
 from infoflow.models.load import LoadedModel
 from infoflow.naming import short_model_name
 from infoflow.store import Manifest, ResultsStore, Run, StoreWarning
@@ -77,19 +77,6 @@ class RunContext:
     show_progress: bool = True
     executor: ChunkExecutor | None = None  # None: chunks run in this process
     label: RunLabel | None = None
-
-
-def progress_bar(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("prompts"),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        disable=not enabled,
-    )
 
 
 def run_prompts(

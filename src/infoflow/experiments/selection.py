@@ -186,17 +186,6 @@ def shortfall(
     )
 
 
-def choose_prompts(
-    context: RunContext,
-    prompts: Sequence[FactPrompt],
-    expression: str = "all",
-    limit: int | None = None,
-    seed: int = 0,
-) -> list[FactPrompt]:
-    """The prompts of ``choose`` (for callers that report no shortfall)."""
-    return choose(context, prompts, expression, limit, seed).prompts
-
-
 def sample_prompts(prompts: Sequence[FactPrompt], n: int | None, seed: int) -> list[FactPrompt]:
     """``n`` prompts drawn with ``seed`` (by prompt id, as ``filters.sample``); all of them when ``n`` is None."""
     by_id = {prompt.prompt_id: prompt for prompt in prompts}

@@ -13,18 +13,14 @@ Figures (PNG + PDF, each stating its prompt filter), after research/reference-sp
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from infoflow.data import FactPrompt, load_dataset
-from infoflow.engines.fast import FastEngine
+from infoflow.data import FactPrompt
 from infoflow.experiments.experiments import evaluate, heatmap, info_flow
-from infoflow.experiments.filters import describe_candidates, describe_selection
 from infoflow.experiments.plans import InfoFlowParams
-from infoflow.experiments.runner import RunContext
-from infoflow.experiments.selection import choose_prompts, sample_prompts
+from infoflow.experiments.request import Precision, RunRequest, load_prompts_of, open_run
 from infoflow.interventions.knockout import FeatureCategory, default_window_size
-from infoflow.models import LoadedModel, load_model
 from infoflow.store import ResultsStore
 
 PAPER_WINDOW_SIZES = (1, 3, 5, 9, 12, 15)
@@ -40,13 +36,31 @@ class FigureSetOptions:
     candidates: int | None = 1000  # evaluate (and filter) a seeded sample of this many prompts; None: all
     n_heatmaps: int = 3
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"
     dtype: str = "float32"
     batch_size: int | None = None  # tail rows per pass; None: the fast engine sizes it
+    threads: int | None = None  # CPU threads of torch; None: leave them as they are
     show_progress: bool = True
 
     def filter_expression(self, models: Sequence[str]) -> str:
         return self.prompt_filter or f"all-correct({', '.join(models)})"
+
+    def request(self, model: str, models: Sequence[str]) -> RunRequest:
+        """The run request of ``model``, one of the set ``models``."""
+        return RunRequest(
+            model=model,
+            dataset=self.dataset,
+            dataset_file=self.dataset_file,
+            filter=self.filter_expression(models),
+            limit=self.n_prompts,
+            seed=self.seed,
+            candidates=self.candidates,
+            device=self.device,
+            dtype=Precision(self.dtype),
+            batch_size=self.batch_size,
+            threads=self.threads,
+            show_progress=self.show_progress,
+        )
 
 
 @dataclass
@@ -83,45 +97,30 @@ def run_study(
     """Evaluate every model, choose the prompts once, and run each model's sweeps (resuming what exists)."""
     if not models:
         raise ValueError("give at least one model")
-    prompts = load_dataset(options.dataset, path=options.dataset_file)
-    prompts = sample_prompts(prompts, options.candidates, options.seed)
-    expression = options.filter_expression(models)
-    selection = describe_selection(expression, options.n_prompts, options.seed)
-    if options.candidates is not None:
-        selection = describe_candidates(selection, len(prompts), options.seed)
+    requests = [options.request(name, models) for name in models]  # every name is checked before any work
+    prompts = load_prompts_of(requests[0])
     depths = []
-    for name in models:  # every model's evaluate results first: the default filter reads all of them
-        progress(f"evaluate {name} on {len(prompts)} prompts of {options.dataset}")
-        context = _context(_load(name, options), store, options, "all")
-        evaluate(context, prompts)
-        depths.append(context.loaded.model.n_layers)
-    chosen = choose_prompts(context, prompts, expression, options.n_prompts, options.seed)
-    if not chosen:
-        raise ValueError(f"the filter {expression!r} selects no prompt of {options.dataset}")
+    for request in requests:  # every model's evaluate results first: the default filter reads all of them
+        progress(f"evaluate {request.model} on {len(prompts)} prompts of {options.dataset}")
+        with open_run(request, store=store, prompts=prompts) as run:
+            evaluate(replace(run.context, dataset_filter="all"), prompts)
+            depths.append(run.loaded.model.n_layers)
+    _, chosen = run.choose()  # with the last model's run (still valid: the store is ours); the filter reads the store
     window_size = default_window_size(min(depths))
     heatmap_prompts = chosen[: options.n_heatmaps]
     runs: list[ModelRuns] = []
-    for name in models:
-        loaded = _load(name, options)
-        model = loaded.model
-        context = _context(loaded, store, options, selection)
-        entry = ModelRuns(loaded.name, model.family, model.has_decay_features, model.n_layers)
-        categories = tuple(FeatureCategory) if model.has_decay_features else (FeatureCategory.ALL,)
-        sweep = InfoFlowParams(feature_categories=categories, window_sizes=window_sizes_for(model.n_layers))
-        progress(f"info-flow and heatmaps {name}: {len(chosen)} prompts, window sizes {list(sweep.window_sizes)}")
-        entry.info_flow = info_flow(context, chosen, sweep)
-        entry.heatmaps[window_size] = heatmap(context, heatmap_prompts, window_size)
-        for size in sweep.window_sizes:  # the first prompt at every window size
-            if size != window_size:
-                entry.heatmaps[size] = heatmap(context, heatmap_prompts[:1], size)
+    for request in requests:
+        with open_run(request, store=store, prompts=prompts) as run:
+            model = run.loaded.model
+            entry = ModelRuns(run.loaded.name, model.family, model.has_decay_features, model.n_layers)
+            categories = tuple(FeatureCategory) if model.has_decay_features else (FeatureCategory.ALL,)
+            sweep = InfoFlowParams(feature_categories=categories, window_sizes=window_sizes_for(model.n_layers))
+            sizes = list(sweep.window_sizes)
+            progress(f"info-flow and heatmaps {request.model}: {len(chosen)} prompts, window sizes {sizes}")
+            entry.info_flow = info_flow(run.context, chosen, sweep)
+            entry.heatmaps[window_size] = heatmap(run.context, heatmap_prompts, window_size)
+            for size in sweep.window_sizes:  # the first prompt at every window size
+                if size != window_size:
+                    entry.heatmaps[size] = heatmap(run.context, heatmap_prompts[:1], size)
         runs.append(entry)
     return StudyRuns(runs, chosen, window_size, heatmap_prompts)
-
-
-def _load(name: str, options: FigureSetOptions) -> LoadedModel:
-    return load_model(name, device=options.device, dtype=options.dtype)
-
-
-def _context(loaded: LoadedModel, store: ResultsStore, options: FigureSetOptions, selection: str) -> RunContext:
-    engine = FastEngine(loaded.model, max_batch=options.batch_size)
-    return RunContext(loaded, engine, store, options.dataset, selection, options.show_progress)

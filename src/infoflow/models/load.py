@@ -12,10 +12,8 @@ Resolution of ``name_or_path``, in order:
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +35,7 @@ from infoflow.models.base import CausalLM
 from infoflow.models.families import family_for
 from infoflow.models.gguf import load_gguf, load_gguf_tokenizer
 from infoflow.models.loading import ModelLoadError, load_hf_folder, weight_files
-from infoflow.models.registry import ModelEntry, find_model, list_models
+from infoflow.models.registry import ACCEPTED_FORMS, HUB_ID, ModelEntry, check_model_name, find_model
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "builtin" / "models"
 
@@ -50,7 +48,6 @@ DTYPES = {
     "float16": torch.float16,
 }
 
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 CONFIG_AND_TOKENIZER_FILES = [
     "config.json",
     "tokenizer*",
@@ -65,12 +62,6 @@ PASS_A_FOLDER = "pass the folder's path instead of the id"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model")
 
 TokenizerChoice = str | PreTrainedTokenizerBase | None
-
-ACCEPTED_FORMS = (
-    "accepted: a name from `infoflow models` (e.g. mamba1-130m, gpt2-xl, builtin-mamba1), a .gguf file, "
-    "a transformers folder (config.json with model_type, and weights), an original state-spaces Mamba folder "
-    "(config.json with ssm_cfg, pytorch_model.bin), or a hub id such as state-spaces/mamba-130m-hf"
-)
 
 
 @dataclass
@@ -110,11 +101,11 @@ def load_model(
     if path.exists():
         reject_revision(revision, name_or_path)
         return load_local(name_or_path, path.resolve(), torch_dtype, torch_device, tokenizer)
-    if name_or_path.startswith(("/", ".", "~")) or name_or_path.endswith(".gguf"):
-        raise ModelLoadError(f"no such file or folder: {name_or_path}")
-    if HUB_ID.fullmatch(name_or_path):
-        return load_from_hub(name_or_path, name_or_path, revision, torch_dtype, torch_device, tokenizer)
-    raise ModelLoadError(unknown_model_message(name_or_path))
+    try:
+        check_model_name(name_or_path)  # what is left must look like a hub id
+    except ValueError as error:
+        raise ModelLoadError(str(error)) from None
+    return load_from_hub(name_or_path, name_or_path, revision, torch_dtype, torch_device, tokenizer)
 
 
 def parse_dtype(dtype: torch.dtype | str) -> torch.dtype:
@@ -288,13 +279,3 @@ def sha256_of(paths: list[Path]) -> str:
             while chunk := file.read(1 << 24):
                 digest.update(chunk)
     return digest.hexdigest()
-
-
-def unknown_model_message(name: str) -> str:
-    aliases = [entry.alias for entry in list_models()]
-    close = difflib.get_close_matches(name.lower(), aliases, n=3)
-    hint = f"Did you mean {', '.join(close)}? " if close else ""
-    return (
-        f"unknown model {name!r}: not a known name, an existing local path or a hub id (org/name). {hint}"
-        f"Known names (`infoflow models`): {', '.join(aliases)}; {ACCEPTED_FORMS}"
-    )

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,12 @@ class ModelEntry:
         return self.hub_id is None
 
 
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+ACCEPTED_FORMS = (
+    "accepted: a name from `infoflow models` (e.g. mamba1-130m, gpt2-xl, builtin-mamba1), a .gguf file, "
+    "a transformers folder (config.json with model_type, and weights), an original state-spaces Mamba folder "
+    "(config.json with ssm_cfg, pytorch_model.bin), or a hub id such as state-spaces/mamba-130m-hf"
+)
 GATED = " (gated: accept its license on the hub, then set HF_TOKEN)"
 
 
@@ -79,3 +88,25 @@ def find_model(name: str) -> ModelEntry | None:
         if key == entry.alias or (entry.hub_id is not None and key == entry.hub_id.lower()):
             return entry
     return None
+
+
+def check_model_name(name: str) -> None:
+    """A ``ValueError`` unless ``name`` can name a model: a known name, an existing local path, or something
+    shaped like a hub id (org/name; whether the hub has it is known only by asking). Reads no weights and
+    imports no torch, so that a typo is refused at once."""
+    if find_model(name) is not None or Path(name).expanduser().exists():
+        return
+    if name.startswith(("/", ".", "~")) or name.endswith(".gguf"):
+        raise ValueError(f"no such file or folder: {name}")
+    if not HUB_ID.fullmatch(name):
+        raise ValueError(unknown_model_message(name))
+
+
+def unknown_model_message(name: str) -> str:
+    aliases = [entry.alias for entry in list_models()]
+    close = difflib.get_close_matches(name.lower(), aliases, n=3)
+    hint = f"Did you mean {', '.join(close)}? " if close else ""
+    return (
+        f"unknown model {name!r}: not a known name, an existing local path or a hub id (org/name). {hint}"
+        f"Known names (`infoflow models`): {', '.join(aliases)}; {ACCEPTED_FORMS}"
+    )
