@@ -58,7 +58,8 @@ def test_request_choices_accept_their_names() -> None:
     request = RunRequest(model="state-spaces/mamba-130m-hf", device="cuda:1", dtype="bfloat16", engine="reference")
     assert (request.dtype, request.engine) == (Precision.BFLOAT16, EngineName.REFERENCE)
     assert RunRequest(filter="correct", limit=4, seed=2).selection() == "correct | sample 4 by hash (seed 2)"
-    assert RunRequest(limit=4, candidates=50).selection(50) == "all | sample 4 (seed 0) among 50 candidates (seed 0)"
+    selection = RunRequest(limit=4, candidates=50).selection(50)
+    assert selection == "all | sample 4 by hash (seed 0) among 50 candidates (seed 0)"
 
 
 def test_auto_device(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,6 +7,7 @@ from infoflow.store.base import ResultsStore, default_store_path
 from infoflow.store.errors import (
     NotAStoreError,
     SchemaVersionError,
+    StoreClosedError,
     StoreError,
     StoreLockedError,
     StoreWarning,
@@ -25,6 +26,7 @@ __all__ = [
     "Run",
     "RunStatus",
     "SchemaVersionError",
+    "StoreClosedError",
     "StoreError",
     "StoreLockedError",
     "StoreWarning",

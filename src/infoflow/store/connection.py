@@ -34,7 +34,7 @@ from typing import ClassVar
 
 import duckdb
 
-from infoflow.store.errors import NotAStoreError, StoreError, StoreLockedError
+from infoflow.store.errors import NotAStoreError, StoreClosedError, StoreError, StoreLockedError
 
 Write = Callable[[duckdb.DuckDBPyConnection], int]  # one transaction's work; returns the rows it added
 
@@ -168,6 +168,7 @@ class SharedConnection:
         self._asked, self._ask = (
             (readers_path(path), lock_path(path)) if read_only else (lock_path(path), readers_path(path))
         )
+        self._closed = False
         self._stop = threading.Event()
         self._watcher = threading.Thread(target=self._watch, name=f"infoflow-store-{path.name}", daemon=True)
         self._watcher.start()
@@ -175,6 +176,7 @@ class SharedConnection:
     @contextmanager
     def use(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """The connection for one operation (nested uses share it), after the writes kept for later."""
+        self._check_open()
         with self._lock:
             if self._con is None:
                 wait = READ_WAIT if self.read_only else WRITE_WAIT if self._waited else OPEN_WAIT
@@ -192,6 +194,7 @@ class SharedConnection:
         the next operation (a run computes on instead of waiting for a reader), asking the readers for the file
         once writes have been kept for ``KEEP_WRITES`` seconds. Returns what the writes run now return, summed
         (0 if this one was kept)."""
+        self._check_open()
         if not self._pending:
             self._kept_since = time.monotonic()
         self._pending.append(operation)
@@ -221,10 +224,17 @@ class SharedConnection:
                 total += operation(con)
         return total
 
+    def _check_open(self) -> None:
+        if self._closed:  # a closed writer no longer holds the lock: it must not open the file again
+            raise StoreClosedError(f"results store {self.path} is closed; open it again to use it")
+
     def close(self) -> None:
+        if self._closed:
+            return
         if self._pending:
             with self.use():  # the writes kept for later, waiting for readers if need be
                 pass
+        self._closed = True
         self._stop.set()
         self._watcher.join()
         with self._lock:

@@ -19,6 +19,10 @@ class StoreLockedError(StoreError):
     """Another process (or this one, in another mode) holds the store."""
 
 
+class StoreClosedError(StoreError):
+    """The store was closed: a closed writer no longer holds the file and must not write it."""
+
+
 class UnknownRunError(StoreError, LookupError):
     """No run (or more than one run) matches a run id."""
 
