@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import (
@@ -18,7 +20,8 @@ from transformers import (
 )
 
 from infoflow.models.base import CausalLM
-from tests.oracle import randomize_, save_and_load
+from infoflow.models.loading import load_hf_folder
+from tests.oracle import randomize_
 
 # The models under test are small: one thread runs them fastest, and far faster when other processes share
 # the CPU (threads waiting on each other made a 5-token forward take seconds instead of 0.1 s).
@@ -61,12 +64,27 @@ SSM_FAMILIES = ("mamba", "falcon_mamba", "mamba2")
 
 
 @pytest.fixture(scope="session")
-def tiny_model_factory(tmp_path_factory):
+def tiny_folder_factory(tmp_path_factory):
+    """name -> the folder where the tiny transformers model ``name`` (random weights) is saved."""
+    folders: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in folders:
+            folders[name] = tmp_path_factory.mktemp(name)
+            randomize_(TINY_MODELS[name](), seed=7).save_pretrained(folders[name])
+        return folders[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_model_factory(tiny_folder_factory):
+    """name -> our fp32 model loaded from ``tiny_folder_factory(name)`` through the real loader."""
     cache: dict[str, CausalLM] = {}
 
     def get(name: str) -> CausalLM:
         if name not in cache:
-            cache[name] = save_and_load(randomize_(TINY_MODELS[name](), seed=7), tmp_path_factory.mktemp(name))
+            cache[name], _ = load_hf_folder(tiny_folder_factory(name))
         return cache[name]
 
     return get
