@@ -11,12 +11,18 @@ from transformers import (
     FalconMambaForCausalLM,
     GPT2Config,
     GPT2LMHeadModel,
+    GPTJConfig,
+    GPTJForCausalLM,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
     Mamba2Config,
     Mamba2ForCausalLM,
     MambaConfig,
     MambaForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
 )
 
 from infoflow.models.base import CausalLM
@@ -57,6 +63,29 @@ TINY_MODELS = {
             num_hidden_layers=4,
             num_attention_heads=4,
             num_key_value_heads=2,
+        )
+    ),
+    "gpt_neox": lambda: GPTNeoXForCausalLM(
+        GPTNeoXConfig(
+            vocab_size=TINY_VOCAB,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            rotary_pct=0.5,
+        )
+    ),
+    "gptj": lambda: GPTJForCausalLM(GPTJConfig(vocab_size=TINY_VOCAB, n_embd=16, n_layer=4, n_head=2, rotary_dim=4)),
+    "phi3": lambda: Phi3ForCausalLM(
+        Phi3Config(
+            vocab_size=TINY_VOCAB,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            sliding_window=4,
+            pad_token_id=0,
         )
     ),
 }
