@@ -7,6 +7,7 @@ from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 from transformers.models.gpt_neox.modeling_gpt_neox import apply_rotary_pos_emb
 
 from infoflow.models.gpt_neox import build, convert_state_dict
+from infoflow.models.registry import PYTHIA_MATCHING_MAMBA, PYTHIA_SIZES, find_model
 from tests.attention_checks import VOCAB
 from tests.attention_suite import AttentionOracleSuite
 from tests.oracle import randomize_, save_and_load
@@ -86,3 +87,13 @@ def test_unsupported_configs():
         build(config(num_attention_heads=4, hidden_act="no_such_act"))
     with pytest.raises(ValueError, match="dynamic"):
         build(config(num_attention_heads=4, rope_scaling=dict(rope_type="dynamic", factor=2.0)))
+
+
+def test_registry_pythia_and_its_mamba_matches():
+    """Every Pythia size is listed, and each Mamba the papers compare one with is a registered alias."""
+    assert [find_model(f"pythia-{size}").hub_id for size, _ in PYTHIA_SIZES] == [
+        f"EleutherAI/pythia-{size}" for size in ("70m", "160m", "410m", "1b", "1.4b", "2.8b", "6.9b", "12b")
+    ]
+    for size, matched in PYTHIA_MATCHING_MAMBA.items():
+        assert all(find_model(alias).family.startswith("mamba") for alias in matched)
+        assert ", ".join(matched) in find_model(f"pythia-{size}").description
