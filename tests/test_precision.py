@@ -23,6 +23,7 @@ HALF_DTYPES = (torch.bfloat16, torch.float16)
 ENGINES_TOLERANCE = 1.0  # max |p_fast - p_reference| in the same half dtype, in units of its eps
 FP32_TOLERANCE = 2.0  # max |p - p_fp32| of either engine, in units of the half dtype's eps
 SEQ_LEN, WINDOW = 9, 2
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU"))]
 
 
 def sweep(model: CausalLM) -> list[Knockout | None]:
@@ -60,15 +61,19 @@ def fp32_probabilities(tiny_model_factory):
     return get
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", HALF_DTYPES, ids=str)
 @pytest.mark.parametrize("name", sorted(TINY_MODELS))
-def test_half_precision_engines_agree_and_stay_close_to_fp32(name, dtype, tiny_folder_factory, fp32_probabilities):
+def test_half_precision_engines_agree_and_stay_close_to_fp32(
+    name, dtype, device, tiny_folder_factory, fp32_probabilities
+):
+    """Loaded in the half dtype on ``device`` (fp32 numbers: the reference engine on the CPU)."""
     input_ids, knockouts, fp32 = fp32_probabilities(name)
-    model, _ = load_hf_folder(tiny_folder_factory(name), dtype=dtype)
+    model, _ = load_hf_folder(tiny_folder_factory(name), dtype=dtype, device=device)
     assert all(parameter.dtype == dtype for parameter in model.parameters())
     eps = torch.finfo(dtype).eps
-    reference = ReferenceEngine(model).probabilities(input_ids, knockouts)
-    fast = FastEngine(model, max_batch=8).probabilities(input_ids, knockouts)
+    reference = ReferenceEngine(model).probabilities(input_ids, knockouts).cpu()
+    fast = FastEngine(model, max_batch=8).probabilities(input_ids, knockouts).cpu()
     assert torch.isfinite(reference).all() and torch.isfinite(fast).all()
     assert (fast - reference).abs().max().item() <= ENGINES_TOLERANCE * eps
     for probabilities in (reference, fast):
