@@ -1,6 +1,6 @@
 """The oracle checks every attention family passes, as a base class: a family's test module subclasses
 :class:`AttentionOracleSuite` in a ``Test...`` class and gives it a ``pair`` fixture (transformers' model, ours
-loaded from its ``save_pretrained`` folder, the sliding window of layer 1) and ``their_heads``."""
+loaded from its ``save_pretrained`` folder, the sliding window of its layers) and ``their_attention``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from abc import ABC, abstractmethod
 
 import pytest
 import torch
-from torch import nn
 from transformers import PreTrainedModel
 
 from infoflow.interventions.knockout import Knockout
@@ -19,23 +18,24 @@ from tests.attention_checks import (
     assert_knockout_is_causal,
     assert_ssm_modes_rejected,
     assert_tail_and_rows_consistent,
-    manual_knocked_attention,
     random_ids,
 )
 from tests.oracle import max_logit_difference, mixer_reconstruction_error
 
 Pair = tuple[PreTrainedModel, CausalLM, int | None]
+# the knockout of the masked-attention check: (8, 2) lies outside a window of 4, so it is absent already there
+EDGES = ((6, 4), (6, 5), (3, 0), (7, 7), (8, 2), (8, 7))
 
 
 class AttentionOracleSuite(ABC):
     family: str
 
     @abstractmethod
-    def their_heads(
-        self, theirs: PreTrainedModel, layer: int, normed: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float, nn.Module]:
-        """transformers' rotated q, k, v [B, H, T, P] (k, v repeated per query head) of the normed inputs [B, T, D]
-        in ``layer``, its attention scale and output projection."""
+    def their_attention(
+        self, theirs: PreTrainedModel, layer: int, normed: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """The output [B, T, D] of transformers' own attention module of ``layer`` (its projections, rotary,
+        scale and output projection) on the normed inputs [B, T, D], with the additive ``mask`` [1, 1, T, T]."""
 
     @pytest.mark.parametrize("seq_len", [1, 4, 5, 17])
     def test_logits_equal_transformers(self, pair: Pair, seq_len: int) -> None:
@@ -50,17 +50,22 @@ class AttentionOracleSuite(ABC):
         _, ours, _ = pair
         assert ours.family == self.family and not list(ours.buffers())
 
-    def test_blocked_edge_equals_manual_softmax(self, pair: Pair) -> None:
-        """One layer: transformers' projections and rotary, then a plain softmax with the blocked logits removed."""
+    def test_knockout_equals_transformers_attention_with_blocked_edges_masked(self, pair: Pair) -> None:
+        """Every layer: transformers' own attention module given a mask that is -inf on the blocked edges as
+        well as on the future and outside the window."""
         theirs, ours, window = pair
-        layer, seq_len, edges = 1, 8, ((6, 4), (6, 5), (3, 0), (7, 7))
-        normed = ours.blocks[layer].mixer_norm(ours.residual_stream(random_ids(seq_len, seed=11))[layer])
-        blocked = Knockout(edges=edges, layers=(layer,)).blocked_matrix(seq_len)
+        seq_len = 9
+        blocked = Knockout(edges=EDGES, layers=(0,)).blocked_matrix(seq_len)  # [T, T]
+        allowed = torch.ones(seq_len, seq_len, dtype=torch.bool).tril() & ~blocked
+        if window is not None:
+            allowed &= torch.ones_like(allowed).triu(1 - window)  # t - s < window
+        mask = torch.zeros(1, 1, seq_len, seq_len).masked_fill(~allowed, float("-inf"))
         with torch.no_grad():
-            q, k, v, scaling, out_proj = self.their_heads(theirs, layer, normed)
-            expected = out_proj(manual_knocked_attention(q, k, v, scaling, edges, window))
-            knocked = ours.block(layer).mixer(normed, LayerKnockout(blocked))
-        assert (knocked - expected).abs().max().item() <= 1e-5
+            for layer, residual in enumerate(ours.residual_stream(random_ids(seq_len, seed=11))[:-1]):
+                normed = ours.blocks[layer].mixer_norm(residual)
+                expected = self.their_attention(theirs, layer, normed, mask)
+                knocked = ours.mixer(layer)(normed, LayerKnockout(blocked))
+                assert (knocked - expected).abs().max().item() <= 1e-5, f"layer {layer}"
 
     def test_fully_blocked_row(self, pair: Pair) -> None:
         _, ours, _ = pair

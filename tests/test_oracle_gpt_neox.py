@@ -4,7 +4,6 @@ residual, partial rotary); attention knockout semantics (tests/attention_suite.p
 import pytest
 import torch
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-from transformers.models.gpt_neox.modeling_gpt_neox import apply_rotary_pos_emb
 
 from infoflow.models.gpt_neox import build, convert_state_dict
 from infoflow.models.registry import PYTHIA_MATCHING_MAMBA, PYTHIA_SIZES, find_model
@@ -51,14 +50,9 @@ def pair(request, tmp_path_factory):
 class TestGPTNeoX(AttentionOracleSuite):
     family = "gpt_neox"
 
-    def their_heads(self, theirs, layer, normed):
-        attention = theirs.gpt_neox.layers[layer].attention
-        # [B, T, 3D] -> [B, H, T, 3P] -> q, k, v [B, H, T, P]
-        qkv = attention.query_key_value(normed).unflatten(-1, (theirs.config.num_attention_heads, -1)).transpose(1, 2)
-        q, k, v = qkv.chunk(3, dim=-1)
-        cos, sin = theirs.gpt_neox.rotary_emb(normed, torch.arange(normed.shape[1])[None])
-        q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        return q, k, v, attention.scaling, attention.dense
+    def their_attention(self, theirs, layer, normed, mask):
+        rotary = theirs.gpt_neox.rotary_emb(normed, torch.arange(normed.shape[1])[None])
+        return theirs.gpt_neox.layers[layer].attention(normed, attention_mask=mask, position_embeddings=rotary)[0]
 
 
 def test_parallel_residual_follows_the_config(pair):

@@ -5,7 +5,6 @@ LayerNorm, interleaved rotary on part or all of each head); attention knockout s
 import pytest
 import torch
 from transformers import GPTJConfig, GPTJForCausalLM
-from transformers.models.gptj.modeling_gptj import apply_rotary_pos_emb
 
 from infoflow.models.gptj import build, convert_state_dict
 from tests.attention_checks import VOCAB
@@ -43,19 +42,9 @@ def pair(request, tmp_path_factory):
 class TestGPTJ(AttentionOracleSuite):
     family = "gptj"
 
-    def their_heads(self, theirs, layer, normed):
-        attention = theirs.transformer.h[layer].attn
-        # [B, T, D] -> [B, T, H, P]
-        q, k, v = (proj(normed).unflatten(-1, (attention.num_attention_heads, -1)) for proj in (
-            attention.q_proj, attention.k_proj, attention.v_proj
-        ))  # fmt: skip
-        sin, cos = attention.embed_positions[: normed.shape[1]].chunk(2, dim=-1)  # [T, R/2] each
-        rotary = attention.rotary_dim
-        q, k = (
-            torch.cat([apply_rotary_pos_emb(x[..., :rotary], sin[None], cos[None]), x[..., rotary:]], dim=-1)
-            for x in (q, k)
-        )
-        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attention.head_dim**-0.5, attention.out_proj
+    def their_attention(self, theirs, layer, normed, mask):
+        positions = torch.arange(normed.shape[1])[None]
+        return theirs.transformer.h[layer].attn(normed, attention_mask=mask, position_ids=positions)[0]
 
 
 def test_one_norm_for_attention_and_mlp(pair):

@@ -5,7 +5,6 @@
 import pytest
 import torch
 from transformers import Phi3Config, Phi3ForCausalLM
-from transformers.models.phi3.modeling_phi3 import apply_rotary_pos_emb
 
 from infoflow.models.phi3 import build
 from tests.attention_checks import VOCAB
@@ -48,27 +47,9 @@ def pair(request, tmp_path_factory):
 class TestPhi3(AttentionOracleSuite):
     family = "phi3"
 
-    def their_heads(self, theirs, layer, normed):
-        attention = theirs.model.layers[layer].self_attn
-        n_q, n_kv = (
-            theirs.config.num_attention_heads * attention.head_dim,
-            attention.num_key_value_heads * attention.head_dim,
-        )
-        # [B, T, (H + 2 Hkv) P] -> q [B, H, T, P], k, v [B, Hkv, T, P]
-        q, k, v = (
-            x.unflatten(-1, (-1, attention.head_dim)).transpose(1, 2)
-            for x in attention.qkv_proj(normed).split([n_q, n_kv, n_kv], dim=-1)
-        )
-        cos, sin = theirs.model.rotary_emb(normed, torch.arange(normed.shape[1])[None])
-        q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        groups = attention.num_key_value_groups
-        return (
-            q,
-            k.repeat_interleave(groups, dim=1),
-            v.repeat_interleave(groups, dim=1),
-            attention.scaling,
-            attention.o_proj,
-        )
+    def their_attention(self, theirs, layer, normed, mask):
+        rotary = theirs.model.rotary_emb(normed, torch.arange(normed.shape[1])[None])
+        return theirs.model.layers[layer].self_attn(normed, position_embeddings=rotary, attention_mask=mask)[0]
 
 
 def test_window_and_rotary_follow_the_config(pair):
