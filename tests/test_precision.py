@@ -20,8 +20,9 @@ from infoflow.models.loading import load_hf_folder
 from tests.conftest import TINY_MODELS, TINY_VOCAB
 
 HALF_DTYPES = (torch.bfloat16, torch.float16)
-ENGINES_TOLERANCE = 1.0  # max |p_fast - p_reference| in the same half dtype, in units of its eps
-FP32_TOLERANCE = 2.0  # max |p - p_fp32| of either engine, in units of the half dtype's eps
+# in units of the half dtype's eps; about twice the most observed in any family (docs/performance.md)
+ENGINES_TOLERANCE = 2.0  # max |p_fast - p_reference| in the same half dtype
+FP32_TOLERANCE = 4.0  # max |p - p_fp32| of either engine
 SEQ_LEN, WINDOW = 9, 2
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU"))]
 
