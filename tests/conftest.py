@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,16 +12,23 @@ from transformers import (
     FalconMambaForCausalLM,
     GPT2Config,
     GPT2LMHeadModel,
+    GPTJConfig,
+    GPTJForCausalLM,
+    GPTNeoXConfig,
+    GPTNeoXForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
     Mamba2Config,
     Mamba2ForCausalLM,
     MambaConfig,
     MambaForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
 )
 
 from infoflow.models.base import CausalLM
-from tests.oracle import randomize_, save_and_load
+from infoflow.models.loading import load_hf_folder
+from tests.oracle import randomize_
 
 # The models under test are small: one thread runs them fastest, and far faster when other processes share
 # the CPU (threads waiting on each other made a 5-token forward take seconds instead of 0.1 s).
@@ -59,17 +67,55 @@ TINY_MODELS = {
             num_key_value_heads=2,
         )
     ),
+    "gpt_neox": lambda: GPTNeoXForCausalLM(
+        GPTNeoXConfig(
+            vocab_size=TINY_VOCAB,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            rotary_pct=0.5,
+        )
+    ),
+    "gptj": lambda: GPTJForCausalLM(GPTJConfig(vocab_size=TINY_VOCAB, n_embd=16, n_layer=4, n_head=2, rotary_dim=4)),
+    "phi3": lambda: Phi3ForCausalLM(
+        Phi3Config(
+            vocab_size=TINY_VOCAB,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            sliding_window=4,
+            pad_token_id=0,
+        )
+    ),
 }
 SSM_FAMILIES = ("mamba", "falcon_mamba", "mamba2")
 
 
 @pytest.fixture(scope="session")
-def tiny_model_factory(tmp_path_factory):
+def tiny_folder_factory(tmp_path_factory):
+    """name -> the folder where the tiny transformers model ``name`` (random weights) is saved."""
+    folders: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in folders:
+            folders[name] = tmp_path_factory.mktemp(name)
+            randomize_(TINY_MODELS[name](), seed=7).save_pretrained(folders[name])
+        return folders[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_model_factory(tiny_folder_factory):
+    """name -> our fp32 model loaded from ``tiny_folder_factory(name)`` through the real loader."""
     cache: dict[str, CausalLM] = {}
 
     def get(name: str) -> CausalLM:
         if name not in cache:
-            cache[name] = save_and_load(randomize_(TINY_MODELS[name](), seed=7), tmp_path_factory.mktemp(name))
+            cache[name], _ = load_hf_folder(tiny_folder_factory(name))
         return cache[name]
 
     return get

@@ -57,6 +57,9 @@ FAMILIES: tuple[Family, ...] = (
     Family("mamba2", ("mamba2",), "infoflow.models.mamba2"),
     Family("gpt2", ("gpt2",), "infoflow.models.gpt2"),
     Family("llama", ("llama", "qwen2", "mistral"), "infoflow.models.llama"),
+    Family("gpt_neox", ("gpt_neox",), "infoflow.models.gpt_neox"),
+    Family("gptj", ("gptj",), "infoflow.models.gptj"),
+    Family("phi3", ("phi3",), "infoflow.models.phi3"),
 )
 
 

@@ -2,13 +2,14 @@
 
 Per block ``x += o_proj(attn(input_layernorm(x)))``, ``x += down(act(gate(y)) * up(y))`` with
 ``y = post_attention_layernorm(x)``; logits ``= lm_head(norm(x))``. Attention (the shared
-:class:`~infoflow.models.gpt2.CausalSelfAttention`) reads RoPE-rotated queries and keys: with angles
-``theta[t, i] = t inv_freq[i]`` (i < P/2, repeated for both halves) and ``rotate_half([a, b]) = [-b, a]``,
+:class:`~infoflow.models.rotary.RotaryAttention`) reads RoPE-rotated queries and keys: with angles
+``theta[t, i] = t inv_freq[i]`` (i < R/2, repeated for both halves) and ``rotate_half([a, b]) = [-b, a]``,
 
     q_rot[t] = m (q[t] cos(theta[t]) + rotate_half(q[t]) sin(theta[t]))      (same for k)
 
-where ``inv_freq`` and the attention factor ``m`` come from the config's ``rope_parameters`` (transformers'
-own rope utilities for scaled variants). Mistral, and Qwen2 layers marked ``sliding_attention``, only attend
+on the first R dims of each head (R = P unless ``partial_rotary_factor`` < 1), where ``inv_freq`` and the
+attention factor ``m`` come from the config's ``rope_parameters`` (transformers' own rope utilities for scaled
+variants). Mistral, and Qwen2 layers marked ``sliding_attention``, only attend
 to the last ``sliding_window`` positions (the query included).
 """
 
@@ -18,56 +19,14 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig
 from transformers.activations import ACT2FN
-from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from infoflow.models.attention import AttentionInputs, CausalSelfAttention
+from infoflow.models.attention import AttentionInputs
 from infoflow.models.base import Block, CausalLM, RMSNorm
 from infoflow.models.families import StateDict, renamer
-from infoflow.models.tails import TailRows
-
-# rope types whose frequencies depend on the run-time sequence length (transformers updates them statefully)
-LENGTH_DEPENDENT_ROPE = ("dynamic", "longrope")
+from infoflow.models.rotary import Rotary, RotaryAttention
 
 
-class Rotary:
-    """RoPE frequencies from the config; a plain object, not a module (models are built on the meta device
-    and hold no buffers): ``inv_freq`` is computed on the CPU and moved to the input's device when used."""
-
-    def __init__(self, config: PretrainedConfig, head_dim: int) -> None:
-        params = config.rope_parameters
-        rope_type = params.get("rope_type", "default")
-        if rope_type in LENGTH_DEPENDENT_ROPE or (rope_type != "default" and rope_type not in ROPE_INIT_FUNCTIONS):
-            raise ValueError(f"rope_type {rope_type!r} is not supported (use default or a static scaled type)")
-        with torch.device("cpu"):  # build() runs under the meta device
-            if rope_type == "default":
-                # inv_freq[i] = theta^(-2i / P)
-                inv_freq = 1.0 / (params["rope_theta"] ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
-                attention_factor = 1.0
-            else:
-                inv_freq, attention_factor = ROPE_INIT_FUNCTIONS[rope_type](config, torch.device("cpu"))
-        if inv_freq.numel() != head_dim // 2:
-            raise ValueError(f"partial rotary embeddings are not supported ({inv_freq.numel()} of {head_dim // 2})")
-        self.inv_freq = inv_freq.float()  # [P/2]
-        self.attention_factor = float(attention_factor)
-
-    def cos_sin(self, start: int, stop: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """m cos(theta), m sin(theta) [T, P] for positions start..stop-1 (fp32 math, in ``like``'s dtype)."""
-        if self.inv_freq.device != like.device:
-            self.inv_freq = self.inv_freq.to(like.device)
-        positions = torch.arange(start, stop, device=like.device, dtype=torch.float)
-        theta = positions[:, None] * self.inv_freq[None, :]  # [T, P/2]
-        theta = torch.cat((theta, theta), dim=-1)  # [T, P]
-        cos, sin = theta.cos() * self.attention_factor, theta.sin() * self.attention_factor
-        return cos.to(like.dtype), sin.to(like.dtype)
-
-
-def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [B, T, H, P] -> x cos + rotate_half(x) sin, rotate_half([a, b]) = [-b, a]."""
-    a, b = x.chunk(2, dim=-1)
-    return x * cos + torch.cat((-b, a), dim=-1) * sin
-
-
-class LlamaAttention(CausalSelfAttention):
+class LlamaAttention(RotaryAttention):
     def __init__(self, config: PretrainedConfig, layer: int, rotary: Rotary) -> None:
         n_heads, n_kv_heads = config.num_attention_heads, config.num_key_value_heads
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_heads
@@ -80,20 +39,10 @@ class LlamaAttention(CausalSelfAttention):
         self.v_proj = nn.Linear(d_model, n_kv_heads * head_dim, bias=qkv_bias)
         self.o_proj = nn.Linear(n_heads * head_dim, d_model, bias=getattr(config, "attention_bias", False))
 
-    def prepare(self, hidden: torch.Tensor) -> AttentionInputs:
-        return self.heads(hidden, start=0)
-
-    def prepare_tail(
-        self, hidden_tail: torch.Tensor, prefix: AttentionInputs, start: int, rows: TailRows
-    ) -> AttentionInputs:
-        return self.heads(hidden_tail, start)
-
-    def heads(self, hidden: torch.Tensor, start: int) -> AttentionInputs:
-        """Rotated heads of the normed inputs ``hidden`` [B, T, D] at positions start..start+T-1."""
+    def projections(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # [B, T, heads * P] -> [B, T, heads, P]
         q, k, v = (proj(hidden).unflatten(-1, (-1, self.head_dim)) for proj in (self.q_proj, self.k_proj, self.v_proj))
-        cos, sin = (x[:, None] for x in self.rotary.cos_sin(start, start + hidden.shape[1], hidden))  # [T, 1, P]
-        return AttentionInputs(q=rotate(q, cos, sin), k=rotate(k, cos, sin), v=v)
+        return q, k, v
 
     def project(self, mixed: torch.Tensor, p: AttentionInputs) -> torch.Tensor:
         return self.o_proj(mixed.flatten(2))  # [B, T, H, P] -> [B, T, D]

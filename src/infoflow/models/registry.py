@@ -36,6 +36,33 @@ def _hub(alias: str, hub_id: str, family: str, n_layers: int, description: str) 
     return ModelEntry(alias=alias, family=family, description=description, hub_id=hub_id, n_layers=n_layers)
 
 
+# Pythia: (size, layers); the Mamba papers compare each Mamba size with the Pythia of about its size, trained on
+# the same data with the same tokenizer: the fairest Transformer baseline for a Mamba model
+PYTHIA_SIZES = (
+    ("70m", 6),
+    ("160m", 12),
+    ("410m", 24),
+    ("1b", 16),
+    ("1.4b", 24),
+    ("2.8b", 32),
+    ("6.9b", 32),
+    ("12b", 36),
+)
+PYTHIA_MATCHING_MAMBA = {
+    "160m": ("mamba1-130m", "mamba2-130m"),
+    "410m": ("mamba1-370m", "mamba2-370m"),
+    "1b": ("mamba1-790m", "mamba2-780m"),
+    "1.4b": ("mamba1-1.4b", "mamba2-1.3b"),
+    "2.8b": ("mamba1-2.8b", "mamba2-2.7b"),
+}
+
+
+def matched_mamba(pythia_size: str) -> str:
+    """The description's note of the Mamba models the papers compare a Pythia size with ("" for none)."""
+    matched = PYTHIA_MATCHING_MAMBA.get(pythia_size)
+    return f"; compared with {', '.join(matched)} in the Mamba papers" if matched else ""
+
+
 MODELS: tuple[ModelEntry, ...] = (
     ModelEntry("builtin-mamba1", "mamba1", "small Mamba-1 trained by infoflow on synthetic facts (offline demo)"),
     ModelEntry("builtin-mamba2", "mamba2", "small Mamba-2 trained by infoflow on synthetic facts (offline demo)"),
@@ -73,6 +100,18 @@ MODELS: tuple[ModelEntry, ...] = (
     _hub("qwen2.5-0.5b", "Qwen/Qwen2.5-0.5B", "llama", 24, "Qwen2.5 0.5B"),
     _hub("qwen2.5-1.5b", "Qwen/Qwen2.5-1.5B", "llama", 28, "Qwen2.5 1.5B"),
     _hub("smollm2-135m", "HuggingFaceTB/SmolLM2-135M", "llama", 30, "SmolLM2 135M (Llama architecture)"),
+    _hub("gpt-j-6b", "EleutherAI/gpt-j-6b", "gptj", 28, "GPT-J 6B (Pile)"),
+    *(
+        _hub(
+            f"pythia-{size}",
+            f"EleutherAI/pythia-{size}",
+            "gpt_neox",
+            n_layers,
+            f"Pythia {size.upper()} (Pile)" + matched_mamba(size),
+        )
+        for size, n_layers in PYTHIA_SIZES
+    ),
+    _hub("phi3-mini-4k-instruct", "microsoft/Phi-3-mini-4k-instruct", "phi3", 32, "Phi-3 mini 3.8B instruct (4k)"),
 )
 
 
