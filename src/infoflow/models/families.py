@@ -57,6 +57,10 @@ FAMILIES: tuple[Family, ...] = (
     Family("mamba2", ("mamba2",), "infoflow.models.mamba2"),
     Family("gpt2", ("gpt2",), "infoflow.models.gpt2"),
     Family("llama", ("llama", "qwen2", "mistral"), "infoflow.models.llama"),
+    Family("qwen3", ("qwen3",), "infoflow.models.qwen3"),
+    Family("olmo2", ("olmo2",), "infoflow.models.olmo2"),
+    Family("gemma2", ("gemma2",), "infoflow.models.gemma"),
+    Family("gemma3", ("gemma3_text",), "infoflow.models.gemma"),
 )
 
 

@@ -14,6 +14,8 @@ to the last ``sliding_window`` positions (the query included).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from transformers import PretrainedConfig
@@ -33,8 +35,9 @@ class Rotary:
     """RoPE frequencies from the config; a plain object, not a module (models are built on the meta device
     and hold no buffers): ``inv_freq`` is computed on the CPU and moved to the input's device when used."""
 
-    def __init__(self, config: PretrainedConfig, head_dim: int) -> None:
-        params = config.rope_parameters
+    def __init__(self, config: PretrainedConfig, head_dim: int, layer_type: str | None = None) -> None:
+        # Gemma 3 has one set of parameters per layer type (sliding / full attention)
+        params = config.rope_parameters if layer_type is None else config.rope_parameters[layer_type]
         rope_type = params.get("rope_type", "default")
         if rope_type in LENGTH_DEPENDENT_ROPE or (rope_type != "default" and rope_type not in ROPE_INIT_FUNCTIONS):
             raise ValueError(f"rope_type {rope_type!r} is not supported (use default or a static scaled type)")
@@ -44,7 +47,8 @@ class Rotary:
                 inv_freq = 1.0 / (params["rope_theta"] ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
                 attention_factor = 1.0
             else:
-                inv_freq, attention_factor = ROPE_INIT_FUNCTIONS[rope_type](config, torch.device("cpu"))
+                per_type = {} if layer_type is None else {"layer_type": layer_type}
+                inv_freq, attention_factor = ROPE_INIT_FUNCTIONS[rope_type](config, torch.device("cpu"), **per_type)
         if inv_freq.numel() != head_dim // 2:
             raise ValueError(f"partial rotary embeddings are not supported ({inv_freq.numel()} of {head_dim // 2})")
         self.inv_freq = inv_freq.float()  # [P/2]
@@ -68,10 +72,18 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
 
 
 class LlamaAttention(CausalSelfAttention):
-    def __init__(self, config: PretrainedConfig, layer: int, rotary: Rotary) -> None:
+    def __init__(
+        self,
+        config: PretrainedConfig,
+        layer: int,
+        rotary: Rotary,
+        scaling: float | None = None,
+        softcap: float | None = None,
+    ) -> None:
         n_heads, n_kv_heads = config.num_attention_heads, config.num_key_value_heads
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_heads
-        super().__init__(n_heads, n_kv_heads, head_dim, head_dim**-0.5, sliding_window(config, layer))
+        scaling = head_dim**-0.5 if scaling is None else scaling
+        super().__init__(n_heads, n_kv_heads, head_dim, scaling, sliding_window(config, layer), softcap)
         self.rotary = rotary
         qkv_bias = config.model_type == "qwen2" or getattr(config, "attention_bias", False)
         d_model = config.hidden_size
@@ -92,8 +104,13 @@ class LlamaAttention(CausalSelfAttention):
         """Rotated heads of the normed inputs ``hidden`` [B, T, D] at positions start..start+T-1."""
         # [B, T, heads * P] -> [B, T, heads, P]
         q, k, v = (proj(hidden).unflatten(-1, (-1, self.head_dim)) for proj in (self.q_proj, self.k_proj, self.v_proj))
+        q, k = self.norm_qk(q, k)
         cos, sin = (x[:, None] for x in self.rotary.cos_sin(start, start + hidden.shape[1], hidden))  # [T, 1, P]
         return AttentionInputs(q=rotate(q, cos, sin), k=rotate(k, cos, sin), v=v)
+
+    def norm_qk(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries [B, T, H, P] and keys [B, T, Hkv, P] before rotary: unchanged here (QK-norm families norm them)."""
+        return q, k
 
     def project(self, mixed: torch.Tensor, p: AttentionInputs) -> torch.Tensor:
         return self.o_proj(mixed.flatten(2))  # [B, T, H, P] -> [B, T, D]
@@ -122,8 +139,12 @@ class GatedMLP(nn.Module):
         return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
 
 
-def build(config: PretrainedConfig) -> CausalLM:
-    """A Llama / Qwen2 / Mistral model from a transformers config."""
+def build(
+    config: PretrainedConfig,
+    family: str = "llama",
+    attention: Callable[[PretrainedConfig, int, Rotary], LlamaAttention] = LlamaAttention,
+) -> CausalLM:
+    """A Llama / Qwen2 / Mistral model from a transformers config (Qwen3: the same with its ``attention``)."""
     if config.hidden_act not in ACT2FN:
         raise ValueError(f"unknown hidden_act {config.hidden_act!r}")
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
@@ -132,14 +153,14 @@ def build(config: PretrainedConfig) -> CausalLM:
     blocks = [
         Block(
             RMSNorm(d_model, eps),
-            LlamaAttention(config, layer, rotary),
+            attention(config, layer, rotary),
             RMSNorm(d_model, eps),
             GatedMLP(d_model, config.intermediate_size, config.hidden_act, getattr(config, "mlp_bias", False)),
         )
         for layer in range(config.num_hidden_layers)
     ]
     return CausalLM(
-        family="llama",
+        family=family,
         embed=nn.Embedding(config.vocab_size, d_model),
         blocks=blocks,
         final_norm=RMSNorm(d_model, eps),
