@@ -64,6 +64,14 @@ MODELS: tuple[ModelEntry, ...] = (
     _hub("qwen2.5-0.5b", "Qwen/Qwen2.5-0.5B", "llama", 24, "Qwen2.5 0.5B"),
     _hub("qwen2.5-1.5b", "Qwen/Qwen2.5-1.5B", "llama", 28, "Qwen2.5 1.5B"),
     _hub("smollm2-135m", "HuggingFaceTB/SmolLM2-135M", "llama", 30, "SmolLM2 135M (Llama architecture)"),
+    _hub("qwen3-0.6b", "Qwen/Qwen3-0.6B", "qwen3", 28, "Qwen3 0.6B (post-trained)"),
+    _hub("qwen3-0.6b-base", "Qwen/Qwen3-0.6B-Base", "qwen3", 28, "Qwen3 0.6B base"),
+    _hub("qwen3-1.7b", "Qwen/Qwen3-1.7B", "qwen3", 28, "Qwen3 1.7B (post-trained)"),
+    _hub("qwen3-1.7b-base", "Qwen/Qwen3-1.7B-Base", "qwen3", 28, "Qwen3 1.7B base"),
+    _hub("olmo2-1b", "allenai/OLMo-2-0425-1B", "olmo2", 16, "OLMo 2 1B (April 2025)"),
+    _hub("gemma2-2b", "google/gemma-2-2b", "gemma2", 26, "Gemma 2 2B" + GATED),
+    _hub("gemma3-270m", "google/gemma-3-270m", "gemma3", 18, "Gemma 3 270M (text)" + GATED),
+    _hub("gemma3-1b", "google/gemma-3-1b-pt", "gemma3", 26, "Gemma 3 1B (text)" + GATED),
 )
 
 
