@@ -93,8 +93,29 @@ def test_logits_match_transformers(ours: LoadedModel, theirs: Gemma3ForCausalLM,
     assert difference <= 1e-3
 
 
-def test_knows_the_capital_of_france(ours: LoadedModel):
-    input_ids = ours.tokenizer("The capital of France is", return_tensors="pt").input_ids
+@pytest.mark.parametrize(
+    ("prompt", "answer"),
+    [("The Eiffel Tower is located in the city of", " Paris"), ("The capital of Japan is", " Tokyo")],
+)
+def test_knows_facts(ours: LoadedModel, prompt: str, answer: str):
+    input_ids = ours.tokenizer(prompt, return_tensors="pt").input_ids
     with torch.no_grad():
         top1 = ours.model(input_ids)[0, -1].argmax().item()
-    assert ours.tokenizer.decode([top1]) == " Paris"
+    assert ours.tokenizer.decode([top1]) == answer
+
+
+def test_natural_text_is_likely_with_its_bos(ours: LoadedModel):
+    """Mean next-token NLL of a plain paragraph: 2.09 as loaded, 5.43 without the BOS that the GGUF's
+    ``tokenizer.ggml.add_bos_token`` asks for (transformers' GGUF tokenizer leaves it out)."""
+    text = (
+        "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris, France. It is named after "
+        "the engineer Gustave Eiffel, whose company designed and built the tower from 1887 to 1889. Locally "
+        "nicknamed La dame de fer, it was constructed as the centerpiece of the 1889 World's Fair."
+    )
+    input_ids = ours.tokenizer(text, return_tensors="pt").input_ids
+    nll = {}
+    with torch.no_grad():
+        for name, ids in (("with BOS", input_ids), ("without", input_ids[:, 1:])):
+            log_probs = ours.model(ids)[0, :-1].log_softmax(-1)
+            nll[name] = -log_probs.gather(-1, ids[0, 1:, None]).mean().item()
+    assert nll["with BOS"] < 2.5 and nll["without"] > 4.0, nll
