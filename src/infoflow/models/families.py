@@ -60,6 +60,10 @@ FAMILIES: tuple[Family, ...] = (
     Family("gpt_neox", ("gpt_neox",), "infoflow.models.gpt_neox"),
     Family("gptj", ("gptj",), "infoflow.models.gptj"),
     Family("phi3", ("phi3",), "infoflow.models.phi3"),
+    Family("qwen3", ("qwen3",), "infoflow.models.qwen3"),
+    Family("olmo2", ("olmo2",), "infoflow.models.olmo2"),
+    Family("gemma2", ("gemma2",), "infoflow.models.gemma"),
+    Family("gemma3", ("gemma3_text",), "infoflow.models.gemma"),
 )
 
 

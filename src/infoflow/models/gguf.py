@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from gguf import GGUFReader
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
@@ -40,5 +41,13 @@ def load_gguf(
 
 
 def load_gguf_tokenizer(path: Path) -> PreTrainedTokenizerBase:
-    """The tokenizer stored in the GGUF metadata."""
-    return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    """The tokenizer stored in the GGUF metadata, adding BOS where the file says so (Gemma: transformers'
+    conversion drops ``tokenizer.ggml.add_bos_token``, and Gemma without its BOS is no language model)."""
+    options = {"add_bos_token": True} if adds_bos(path) else {}
+    return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, **options)
+
+
+def adds_bos(path: Path) -> bool:
+    """The file's ``tokenizer.ggml.add_bos_token`` (False where absent)."""
+    field = GGUFReader(path).fields.get("tokenizer.ggml.add_bos_token")
+    return field is not None and bool(field.parts[field.data[0]][0])

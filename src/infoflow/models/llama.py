@@ -15,6 +15,8 @@ to the last ``sliding_window`` positions (the query included).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from transformers import PretrainedConfig
@@ -27,10 +29,18 @@ from infoflow.models.rotary import Rotary, RotaryAttention
 
 
 class LlamaAttention(RotaryAttention):
-    def __init__(self, config: PretrainedConfig, layer: int, rotary: Rotary) -> None:
+    def __init__(
+        self,
+        config: PretrainedConfig,
+        layer: int,
+        rotary: Rotary,
+        scaling: float | None = None,
+        softcap: float | None = None,
+    ) -> None:
         n_heads, n_kv_heads = config.num_attention_heads, config.num_key_value_heads
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_heads
-        super().__init__(n_heads, n_kv_heads, head_dim, head_dim**-0.5, sliding_window(config, layer))
+        scaling = head_dim**-0.5 if scaling is None else scaling
+        super().__init__(n_heads, n_kv_heads, head_dim, scaling, sliding_window(config, layer), softcap)
         self.rotary = rotary
         qkv_bias = config.model_type == "qwen2" or getattr(config, "attention_bias", False)
         d_model = config.hidden_size
@@ -42,7 +52,11 @@ class LlamaAttention(RotaryAttention):
     def projections(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # [B, T, heads * P] -> [B, T, heads, P]
         q, k, v = (proj(hidden).unflatten(-1, (-1, self.head_dim)) for proj in (self.q_proj, self.k_proj, self.v_proj))
-        return q, k, v
+        return (*self.norm_qk(q, k), v)
+
+    def norm_qk(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Queries [B, T, H, P] and keys [B, T, Hkv, P] before rotary: unchanged here (QK-norm families norm them)."""
+        return q, k
 
     def project(self, mixed: torch.Tensor, p: AttentionInputs) -> torch.Tensor:
         return self.o_proj(mixed.flatten(2))  # [B, T, H, P] -> [B, T, D]
@@ -71,8 +85,12 @@ class GatedMLP(nn.Module):
         return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
 
 
-def build(config: PretrainedConfig) -> CausalLM:
-    """A Llama / Qwen2 / Mistral model from a transformers config."""
+def build(
+    config: PretrainedConfig,
+    family: str = "llama",
+    attention: Callable[[PretrainedConfig, int, Rotary], LlamaAttention] = LlamaAttention,
+) -> CausalLM:
+    """A Llama / Qwen2 / Mistral model from a transformers config (Qwen3: the same with its ``attention``)."""
     if config.hidden_act not in ACT2FN:
         raise ValueError(f"unknown hidden_act {config.hidden_act!r}")
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
@@ -81,14 +99,14 @@ def build(config: PretrainedConfig) -> CausalLM:
     blocks = [
         Block(
             RMSNorm(d_model, eps),
-            LlamaAttention(config, layer, rotary),
+            attention(config, layer, rotary),
             RMSNorm(d_model, eps),
             GatedMLP(d_model, config.intermediate_size, config.hidden_act, getattr(config, "mlp_bias", False)),
         )
         for layer in range(config.num_hidden_layers)
     ]
     return CausalLM(
-        family="llama",
+        family=family,
         embed=nn.Embedding(config.vocab_size, d_model),
         blocks=blocks,
         final_norm=RMSNorm(d_model, eps),

@@ -112,6 +112,14 @@ MODELS: tuple[ModelEntry, ...] = (
         for size, n_layers in PYTHIA_SIZES
     ),
     _hub("phi3-mini-4k-instruct", "microsoft/Phi-3-mini-4k-instruct", "phi3", 32, "Phi-3 mini 3.8B instruct (4k)"),
+    _hub("qwen3-0.6b", "Qwen/Qwen3-0.6B", "qwen3", 28, "Qwen3 0.6B (post-trained)"),
+    _hub("qwen3-0.6b-base", "Qwen/Qwen3-0.6B-Base", "qwen3", 28, "Qwen3 0.6B base"),
+    _hub("qwen3-1.7b", "Qwen/Qwen3-1.7B", "qwen3", 28, "Qwen3 1.7B (post-trained)"),
+    _hub("qwen3-1.7b-base", "Qwen/Qwen3-1.7B-Base", "qwen3", 28, "Qwen3 1.7B base"),
+    _hub("olmo2-1b", "allenai/OLMo-2-0425-1B", "olmo2", 16, "OLMo 2 1B (April 2025)"),
+    _hub("gemma2-2b", "google/gemma-2-2b", "gemma2", 26, "Gemma 2 2B" + GATED),
+    _hub("gemma3-270m", "google/gemma-3-270m", "gemma3", 18, "Gemma 3 270M (text)" + GATED),
+    _hub("gemma3-1b", "google/gemma-3-1b-pt", "gemma3", 26, "Gemma 3 1B (text)" + GATED),
 )
 
 
