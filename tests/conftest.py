@@ -19,6 +19,7 @@ from transformers import (
 
 from infoflow.models.base import CausalLM
 from tests.oracle import randomize_, save_and_load
+from tests.tiny_hybrids import tiny_hybrids
 
 # The models under test are small: one thread runs them fastest, and far faster when other processes share
 # the CPU (threads waiting on each other made a 5-token forward take seconds instead of 0.1 s).
@@ -56,6 +57,7 @@ TINY_MODELS = {
             num_key_value_heads=2,
         )
     ),
+    **tiny_hybrids(TINY_VOCAB),
 }
 SSM_FAMILIES = ("mamba", "falcon_mamba", "mamba2")
 

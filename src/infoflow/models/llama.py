@@ -9,7 +9,9 @@ Per block ``x += o_proj(attn(input_layernorm(x)))``, ``x += down(act(gate(y)) * 
 
 where ``inv_freq`` and the attention factor ``m`` come from the config's ``rope_parameters`` (transformers'
 own rope utilities for scaled variants). Mistral, and Qwen2 layers marked ``sliding_attention``, only attend
-to the last ``sliding_window`` positions (the query included).
+to the last ``sliding_window`` positions (the query included). Hybrids reuse this attention: with partial
+rotary embeddings (Bamba) only the first ``2 len(inv_freq)`` channels of each head rotate; without a rotary
+(Jamba, Nemotron-H, Granite 4.0-H) queries and keys carry no position.
 """
 
 from __future__ import annotations
@@ -33,19 +35,21 @@ class Rotary:
     """RoPE frequencies from the config; a plain object, not a module (models are built on the meta device
     and hold no buffers): ``inv_freq`` is computed on the CPU and moved to the input's device when used."""
 
-    def __init__(self, config: PretrainedConfig, head_dim: int) -> None:
+    def __init__(self, config: PretrainedConfig, head_dim: int, partial: bool = False) -> None:
+        """``partial``: honour the config's ``partial_rotary_factor`` in the default rope too (Bamba)."""
         params = config.rope_parameters
         rope_type = params.get("rope_type", "default")
         if rope_type in LENGTH_DEPENDENT_ROPE or (rope_type != "default" and rope_type not in ROPE_INIT_FUNCTIONS):
             raise ValueError(f"rope_type {rope_type!r} is not supported (use default or a static scaled type)")
         with torch.device("cpu"):  # build() runs under the meta device
             if rope_type == "default":
-                # inv_freq[i] = theta^(-2i / P)
-                inv_freq = 1.0 / (params["rope_theta"] ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim))
+                # inv_freq[i] = theta^(-2i / P'), P' = P (or P * partial_rotary_factor) rotated channels
+                rotated = int(head_dim * params.get("partial_rotary_factor", 1.0)) if partial else head_dim
+                inv_freq = 1.0 / (params["rope_theta"] ** (torch.arange(0, rotated, 2, dtype=torch.float) / rotated))
                 attention_factor = 1.0
             else:
                 inv_freq, attention_factor = ROPE_INIT_FUNCTIONS[rope_type](config, torch.device("cpu"))
-        if inv_freq.numel() != head_dim // 2:
+        if inv_freq.numel() != head_dim // 2 and not partial:
             raise ValueError(f"partial rotary embeddings are not supported ({inv_freq.numel()} of {head_dim // 2})")
         self.inv_freq = inv_freq.float()  # [P/2]
         self.attention_factor = float(attention_factor)
@@ -62,16 +66,25 @@ class Rotary:
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x [B, T, H, P] -> x cos + rotate_half(x) sin, rotate_half([a, b]) = [-b, a]."""
+    """x [B, T, H, P] -> x cos + rotate_half(x) sin, rotate_half([a, b]) = [-b, a]; with cos, sin [T, 1, P'] for
+    P' < P (partial rotary) the first P' channels rotate and the rest pass unchanged."""
+    if cos.shape[-1] < x.shape[-1]:
+        return torch.cat([rotate(x[..., : cos.shape[-1]], cos, sin), x[..., cos.shape[-1] :]], dim=-1)
     a, b = x.chunk(2, dim=-1)
     return x * cos + torch.cat((-b, a), dim=-1) * sin
 
 
 class LlamaAttention(CausalSelfAttention):
-    def __init__(self, config: PretrainedConfig, layer: int, rotary: Rotary) -> None:
+    """q, k, v, o projections around the shared attention; ``rotary`` None: no position encoding (NoPE), and
+    ``scaling`` None: 1/sqrt(P)."""
+
+    def __init__(
+        self, config: PretrainedConfig, layer: int, rotary: Rotary | None, scaling: float | None = None
+    ) -> None:
         n_heads, n_kv_heads = config.num_attention_heads, config.num_key_value_heads
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_heads
-        super().__init__(n_heads, n_kv_heads, head_dim, head_dim**-0.5, sliding_window(config, layer))
+        scaling = head_dim**-0.5 if scaling is None else scaling
+        super().__init__(n_heads, n_kv_heads, head_dim, scaling, sliding_window(config, layer))
         self.rotary = rotary
         qkv_bias = config.model_type == "qwen2" or getattr(config, "attention_bias", False)
         d_model = config.hidden_size
@@ -92,6 +105,8 @@ class LlamaAttention(CausalSelfAttention):
         """Rotated heads of the normed inputs ``hidden`` [B, T, D] at positions start..start+T-1."""
         # [B, T, heads * P] -> [B, T, heads, P]
         q, k, v = (proj(hidden).unflatten(-1, (-1, self.head_dim)) for proj in (self.q_proj, self.k_proj, self.v_proj))
+        if self.rotary is None:
+            return AttentionInputs(q=q, k=k, v=v)
         cos, sin = (x[:, None] for x in self.rotary.cos_sin(start, start + hidden.shape[1], hidden))  # [T, 1, P]
         return AttentionInputs(q=rotate(q, cos, sin), k=rotate(k, cos, sin), v=v)
 

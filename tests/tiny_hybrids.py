@@ -1,0 +1,32 @@
+"""Tiny random hybrid models (Mamba and attention layers in one network), enrolled in ``conftest.TINY_MODELS``.
+
+Four layers each, so that the property and fast-engine suites' windows cover every kind of layer; Mamba-2
+chunks of 4 positions, so that their prompts (up to 9 tokens) take the multi-chunk path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from transformers import BambaConfig, BambaForCausalLM, PreTrainedModel
+
+
+def tiny_hybrids(vocab: int) -> dict[str, Callable[[], PreTrainedModel]]:
+    """Family name -> a constructor of its tiny transformers model with ``vocab`` tokens."""
+    return {
+        "bamba": lambda: BambaForCausalLM(
+            BambaConfig(
+                vocab_size=vocab,
+                hidden_size=16,
+                intermediate_size=32,
+                num_hidden_layers=4,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                attn_layer_indices=[1],
+                mamba_n_heads=4,
+                mamba_d_head=8,
+                mamba_d_state=8,
+                mamba_chunk_size=4,
+            )
+        ),
+    }
