@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from transformers import BambaConfig, BambaForCausalLM, PreTrainedModel
+from transformers import (
+    BambaConfig,
+    BambaForCausalLM,
+    GraniteMoeHybridConfig,
+    GraniteMoeHybridForCausalLM,
+    PreTrainedModel,
+)
 
 
 def tiny_hybrids(vocab: int) -> dict[str, Callable[[], PreTrainedModel]]:
@@ -27,6 +33,28 @@ def tiny_hybrids(vocab: int) -> dict[str, Callable[[], PreTrainedModel]]:
                 mamba_d_head=8,
                 mamba_d_state=8,
                 mamba_chunk_size=4,
+            )
+        ),
+        "granitemoehybrid": lambda: GraniteMoeHybridForCausalLM(
+            GraniteMoeHybridConfig(
+                vocab_size=vocab,
+                hidden_size=16,
+                intermediate_size=16,
+                shared_intermediate_size=16,
+                num_hidden_layers=4,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                num_local_experts=4,
+                num_experts_per_tok=2,
+                layer_types=["linear_attention", "linear_attention", "full_attention", "linear_attention"],
+                mamba_n_heads=4,
+                mamba_d_head=8,
+                mamba_d_state=8,
+                mamba_chunk_size=4,
+                embedding_multiplier=2.0,
+                residual_multiplier=0.5,
+                attention_multiplier=0.3,
+                logits_scaling=2.0,
             )
         ),
     }

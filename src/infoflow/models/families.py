@@ -58,6 +58,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("gpt2", ("gpt2",), "infoflow.models.gpt2"),
     Family("llama", ("llama", "qwen2", "mistral"), "infoflow.models.llama"),
     Family("bamba", ("bamba",), "infoflow.models.bamba"),
+    Family("granitemoehybrid", ("granitemoehybrid",), "infoflow.models.granite_hybrid"),
 )
 
 

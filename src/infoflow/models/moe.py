@@ -96,18 +96,22 @@ class Experts(nn.Module):
     def forward(self, x: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """x [N, D], index and weights [N, k] -> sum_j weights[n, j] expert_{index[n, j]}(x[n]) [N, D].
 
-        Expert by expert in increasing order, accumulated in the weights' dtype (as transformers does)."""
+        Expert by expert in increasing order, accumulated in the weights' dtype, as transformers does; but each
+        expert runs on all N rows (weight 0 where it is not chosen): a matmul's row depends on how many rows it
+        has, so running an expert on its chosen rows only would let a change of one position's routing change
+        other positions' outputs by rounding (and a knockout must leave earlier positions exactly as they were).
+        """
+        dense = torch.zeros(*index.shape[:-1], self.up_proj.shape[0], dtype=weights.dtype, device=x.device)
+        dense.scatter_(-1, index, weights)  # [N, E]: w[n, e], 0 where e is not among n's k experts
         out = torch.zeros(x.shape, dtype=weights.dtype, device=x.device)
-        for expert in index.unique().tolist():
-            token, slot = (index == expert).nonzero(as_tuple=True)
-            hidden = F.linear(x[token], self.up_proj[expert])
+        for expert in index.unique().tolist():  # experts no row chose would add exactly 0
+            hidden = F.linear(x, self.up_proj[expert])
             if self.gated:
                 gate, up = hidden.chunk(2, dim=-1)
                 hidden = self.act(gate) * up
             else:
                 hidden = self.act(hidden)
-            update = F.linear(hidden, self.down_proj[expert]) * weights[token, slot, None]
-            out.index_add_(0, token, update.to(out.dtype))
+            out = out + F.linear(hidden, self.down_proj[expert]) * dense[:, expert, None]
         return out.to(x.dtype)
 
 
