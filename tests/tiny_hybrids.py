@@ -13,6 +13,8 @@ from transformers import (
     BambaForCausalLM,
     GraniteMoeHybridConfig,
     GraniteMoeHybridForCausalLM,
+    NemotronHConfig,
+    NemotronHForCausalLM,
     PreTrainedModel,
 )
 
@@ -55,6 +57,26 @@ def tiny_hybrids(vocab: int) -> dict[str, Callable[[], PreTrainedModel]]:
                 residual_multiplier=0.5,
                 attention_multiplier=0.3,
                 logits_scaling=2.0,
+            )
+        ),
+        "nemotron_h": lambda: NemotronHForCausalLM(
+            NemotronHConfig(
+                vocab_size=vocab,
+                hidden_size=16,
+                hybrid_override_pattern="M*-E",  # Mamba-2, attention, MLP, MoE
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                head_dim=4,
+                intermediate_size=16,
+                mamba_num_heads=4,
+                mamba_head_dim=8,
+                ssm_state_size=8,
+                n_groups=2,
+                chunk_size=4,
+                n_routed_experts=4,
+                num_experts_per_tok=2,
+                moe_intermediate_size=16,
+                moe_shared_expert_intermediate_size=16,
             )
         ),
     }

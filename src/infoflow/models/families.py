@@ -59,6 +59,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("llama", ("llama", "qwen2", "mistral"), "infoflow.models.llama"),
     Family("bamba", ("bamba",), "infoflow.models.bamba"),
     Family("granitemoehybrid", ("granitemoehybrid",), "infoflow.models.granite_hybrid"),
+    Family("nemotron_h", ("nemotron_h",), "infoflow.models.nemotron_h"),
 )
 
 

@@ -17,12 +17,16 @@ An MLP reads one position: it never moves information between positions, so knoc
 
 from __future__ import annotations
 
+import re
+from collections import defaultdict
 from enum import StrEnum
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers.activations import ACT2FN
+
+from infoflow.models.families import StateDict
 
 
 class Routing(StrEnum):
@@ -128,3 +132,24 @@ class MoE(nn.Module):
         flat = x.reshape(-1, x.shape[-1])  # [B * T, D]
         out = self.experts(flat, *self.router(flat)).view_as(x)
         return out if self.shared is None else out + self.shared(x)
+
+
+EXPERT_WEIGHT = re.compile(r"^(?P<prefix>.+\.experts)\.(?P<expert>\d+)\.(?P<name>\w+)\.weight$")
+
+
+def stack_experts(state_dict: StateDict, stacked: dict[str, tuple[str, ...]]) -> dict[str, torch.Tensor]:
+    """Checkpoints' per-expert weights ``<prefix>.experts.<e>.<name>.weight`` -> our ``<prefix>.experts.<target>``
+    [E, ...]: ``stacked`` maps each target to the names it joins along dim 0 (e.g. ``up_proj`` <- gate_proj
+    and up_proj of a gated expert). Other weights pass unchanged."""
+    ours = {key: value for key, value in state_dict.items() if not EXPERT_WEIGHT.match(key)}
+    per_expert: dict[tuple[str, str], dict[int, torch.Tensor]] = defaultdict(dict)  # (prefix, name) -> e -> W
+    for key, value in state_dict.items():
+        if match := EXPERT_WEIGHT.match(key):
+            per_expert[match["prefix"], match["name"]][int(match["expert"])] = value
+    for prefix in {prefix for prefix, _ in per_expert}:
+        for target, names in stacked.items():
+            experts = sorted(per_expert[prefix, names[0]])
+            ours[f"{prefix}.{target}"] = torch.stack(
+                [torch.cat([per_expert[prefix, name][e] for name in names]) for e in experts]
+            )
+    return ours
