@@ -11,7 +11,11 @@ from infoflow.interventions.knockout import FeatureCategory, FeatureSelection, K
 from infoflow.interventions.layer_knockout import LayerKnockout, exempt_features, layer_knockouts
 from infoflow.models.base import CausalLM
 from infoflow.models.modes import MixerKind
-from tests.attention_checks import manual_knocked_attention
+from tests.attention_checks import (
+    assert_blocked_row_gives_zero_attention_output,
+    assert_knockout_is_causal,
+    manual_knocked_attention,
+)
 
 SEQ_LEN = 10
 EDGES = ((9, 2), (9, 5), (9, 8), (6, 1), (6, 6), (4, 0))
@@ -28,6 +32,15 @@ def logits(ours: CausalLM, input_ids: torch.Tensor, per_layer: dict[int, LayerKn
 
 def layers_of(ours: CausalLM, kinds: tuple[MixerKind, ...]) -> list[int]:
     return [layer for layer, kind in enumerate(ours.layer_kinds) if kind in kinds]
+
+
+def assert_knockouts_per_kind_of_layer(ours: CausalLM, attention_layer: int) -> None:
+    """A fully blocked row of an attention layer receives 0; knockouts stay causal; recurrent options
+    (zero-delta, strict, feature categories) act in the state-space layers only."""
+    assert_blocked_row_gives_zero_attention_output(ours, layer=attention_layer, row=4)
+    assert_knockout_is_causal(ours)
+    assert_recurrent_options_leave_attention_plain(ours)
+    assert_feature_categories_apply_to_state_space_layers_only(ours)
 
 
 def assert_recurrent_options_leave_attention_plain(ours: CausalLM) -> None:

@@ -7,13 +7,7 @@ from transformers.models.bamba.modeling_bamba import apply_rotary_pos_emb
 
 from infoflow.models.bamba import build
 from infoflow.models.modes import MixerKind
-from tests.attention_checks import assert_blocked_row_gives_zero_attention_output, assert_knockout_is_causal
-from tests.hybrid_checks import (
-    assert_attention_knockout_matches_manual,
-    assert_feature_categories_apply_to_state_space_layers_only,
-    assert_recurrent_options_leave_attention_plain,
-    prompt,
-)
+from tests.hybrid_checks import assert_attention_knockout_matches_manual, assert_knockouts_per_kind_of_layer, prompt
 from tests.oracle import max_logit_difference, mixer_reconstruction_error, randomize_, save_and_load
 
 VOCAB = 97
@@ -87,12 +81,9 @@ def test_attention_knockout_equals_manual_softmax_with_partial_rotary(pair):
     assert_attention_knockout_matches_manual(ours, theirs.model.layers[layer].self_attn, layer, rotate)
 
 
-def test_knockout_in_attention_and_state_space_layers(pair):
+def test_knockouts_per_kind_of_layer(pair):
     _, ours = pair
-    assert_blocked_row_gives_zero_attention_output(ours, layer=ATTENTION_LAYERS[0], row=4)
-    assert_knockout_is_causal(ours)
-    assert_recurrent_options_leave_attention_plain(ours)
-    assert_feature_categories_apply_to_state_space_layers_only(ours)
+    assert_knockouts_per_kind_of_layer(ours, attention_layer=ATTENTION_LAYERS[0])
 
 
 def test_other_conv_activations_are_refused():

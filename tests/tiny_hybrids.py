@@ -13,6 +13,8 @@ from transformers import (
     BambaForCausalLM,
     GraniteMoeHybridConfig,
     GraniteMoeHybridForCausalLM,
+    JambaConfig,
+    JambaForCausalLM,
     NemotronHConfig,
     NemotronHForCausalLM,
     PreTrainedModel,
@@ -77,6 +79,24 @@ def tiny_hybrids(vocab: int) -> dict[str, Callable[[], PreTrainedModel]]:
                 num_experts_per_tok=2,
                 moe_intermediate_size=16,
                 moe_shared_expert_intermediate_size=16,
+            )
+        ),
+        "jamba": lambda: JambaForCausalLM(
+            JambaConfig(
+                vocab_size=vocab,
+                hidden_size=16,
+                intermediate_size=16,
+                num_hidden_layers=4,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                attn_layer_period=4,
+                attn_layer_offset=2,  # layer 2 is attention
+                expert_layer_period=2,
+                expert_layer_offset=1,  # layers 1 and 3 have experts
+                num_experts=4,
+                num_experts_per_tok=2,
+                mamba_d_state=4,
+                mamba_dt_rank=2,
             )
         ),
     }

@@ -60,6 +60,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("bamba", ("bamba",), "infoflow.models.bamba"),
     Family("granitemoehybrid", ("granitemoehybrid",), "infoflow.models.granite_hybrid"),
     Family("nemotron_h", ("nemotron_h",), "infoflow.models.nemotron_h"),
+    Family("jamba", ("jamba",), "infoflow.models.jamba"),
 )
 
 
