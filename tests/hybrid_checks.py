@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 import torch
 
+from infoflow.engines.fast import FastEngine
+from infoflow.engines.reference import ReferenceEngine
 from infoflow.interventions.knockout import FeatureCategory, FeatureSelection, Knockout, KnockoutMode
 from infoflow.interventions.layer_knockout import LayerKnockout, exempt_features, layer_knockouts
 from infoflow.models.base import CausalLM
@@ -36,11 +38,32 @@ def layers_of(ours: CausalLM, kinds: tuple[MixerKind, ...]) -> list[int]:
 
 def assert_knockouts_per_kind_of_layer(ours: CausalLM, attention_layer: int) -> None:
     """A fully blocked row of an attention layer receives 0; knockouts stay causal; recurrent options
-    (zero-delta, strict, feature categories) act in the state-space layers only."""
+    (zero-delta, strict, feature categories) act in the state-space layers only; the engines agree."""
     assert_blocked_row_gives_zero_attention_output(ours, layer=attention_layer, row=4)
     assert_knockout_is_causal(ours)
     assert_recurrent_options_leave_attention_plain(ours)
     assert_feature_categories_apply_to_state_space_layers_only(ours)
+    assert_fast_engine_matches_reference(ours)
+
+
+def assert_fast_engine_matches_reference(ours: CausalLM) -> None:
+    """fp32, on the oracle models (top-k routing, k < E): the fast engine gives the reference engine's numbers
+    for targets last and middle, windows of 2 over every layer, in several modes, strictnesses and categories."""
+    input_ids = prompt(ours.lm_head.out_features, SEQ_LEN, seed=24)[0]
+    options = [
+        {},
+        {"mode": KnockoutMode.ZERO_DELTA, "strict": True, "features": FeatureSelection(FeatureCategory.SLOW_DECAY)},
+        {"strict": True, "features": FeatureSelection(FeatureCategory.FAST_DECAY)},
+    ]
+    knockouts = [
+        Knockout.between([target], [0, 3, target - 1, target], range(start, start + 2), **option)
+        for option in options
+        for target in (SEQ_LEN - 1, SEQ_LEN // 2)
+        for start in range(ours.n_layers - 1)
+    ]
+    fast = FastEngine(ours, max_batch=7).probabilities(input_ids, [None, *knockouts])
+    reference = ReferenceEngine(ours).probabilities(input_ids, [None, *knockouts])
+    assert (fast - reference).abs().max().item() <= 1e-5
 
 
 def assert_recurrent_options_leave_attention_plain(ours: CausalLM) -> None:
