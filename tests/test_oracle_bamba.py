@@ -7,6 +7,7 @@ from transformers.models.bamba.modeling_bamba import apply_rotary_pos_emb
 
 from infoflow.models.bamba import build
 from infoflow.models.modes import MixerKind
+from infoflow.models.registry import find_model
 from tests.hybrid_checks import assert_attention_knockout_matches_manual, assert_knockouts_per_kind_of_layer, prompt
 from tests.oracle import max_logit_difference, mixer_reconstruction_error, randomize_, save_and_load
 
@@ -89,3 +90,8 @@ def test_knockouts_per_kind_of_layer(pair):
 def test_other_conv_activations_are_refused():
     with pytest.raises(ValueError, match="hidden_act='gelu' is not supported"):
         build(bamba_config(hidden_act="gelu"))
+
+
+def test_registry_aliases_name_this_family(pair):
+    _, ours = pair
+    assert all(find_model(alias).family == ours.family for alias in ("bamba-9b", "bamba-9b-v1"))

@@ -8,6 +8,7 @@ from transformers.models.granitemoehybrid.modeling_granitemoehybrid import apply
 
 from infoflow.models.granite_hybrid import build
 from infoflow.models.modes import MixerKind
+from infoflow.models.registry import find_model
 from tests.hybrid_checks import assert_attention_knockout_matches_manual, assert_knockouts_per_kind_of_layer, prompt
 from tests.oracle import max_logit_difference, mixer_reconstruction_error, randomize_, save_and_load
 
@@ -15,7 +16,7 @@ VOCAB = 97
 CHUNK = 8  # prompts of 17 and 20 tokens take the multi-chunk path with padding
 LAYER_TYPES = ["linear_attention", "full_attention", "linear_attention", "full_attention"]
 VARIANTS = {  # what each variant changes: position encoding, experts, tied embeddings
-    "nope_moe": {},
+    "nope_moe": {"position_embedding_type": "nope"},
     "rope_moe": {"position_embedding_type": "rope"},
     "dense_tied": {"num_local_experts": 0, "tie_word_embeddings": True},
 }
@@ -94,3 +95,8 @@ def test_knockouts_per_kind_of_layer(pair):
 def test_unknown_position_embedding_is_refused():
     with pytest.raises(ValueError, match="position_embedding_type 'alibi' is not supported"):
         build(granite_config(position_embedding_type="alibi"))
+
+
+def test_registry_aliases_name_this_family(pair):
+    _, ours = pair
+    assert all(find_model(alias).family == ours.family for alias in ("granite4.0-h-350m", "granite4.0-h-1b"))

@@ -8,6 +8,7 @@ from transformers import NemotronHConfig, NemotronHForCausalLM
 from infoflow.interventions.knockout import Knockout, KnockoutMode
 from infoflow.models.modes import MixerKind
 from infoflow.models.nemotron_h import build
+from infoflow.models.registry import find_model
 from tests.hybrid_checks import assert_attention_knockout_matches_manual, assert_knockouts_per_kind_of_layer, prompt
 from tests.oracle import (
     knocked_logits,
@@ -108,3 +109,8 @@ def test_knockouts_per_kind_of_layer(pair):
 def test_latent_moe_is_refused():
     with pytest.raises(ValueError, match="moe_latent_size"):
         build(nemotron_config(moe_latent_size=8))
+
+
+def test_registry_aliases_name_this_family(pair):
+    _, ours = pair
+    assert all(find_model(alias).family == ours.family for alias in ("nemotron-h-4b", "nemotron-h-8b"))

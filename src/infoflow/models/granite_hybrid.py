@@ -7,10 +7,10 @@ multipliers, and a mixture-of-experts MLP beside a shared MLP.
     logits = lm_head(norm(h)) / logits_scaling
 
 mixer_l (``config.layer_types[l]``) is Mamba-2's SSD or grouped-query attention with scaling
-``attention_multiplier`` (instead of 1/sqrt(P)) and rotary embeddings only when ``position_embedding_type`` is
-"rope" (released checkpoints use none: NoPE). The MoE routes each position to the top-k router logits with a
-softmax over those k (:mod:`infoflow.models.moe`); ``shared(y) = down(act(g) * u)``, [g; u] = input_linear(y).
-Without experts (``num_local_experts`` 0) the MLP is the shared one alone.
+``attention_multiplier`` (instead of 1/sqrt(P)), with rotary embeddings only when ``position_embedding_type``
+is "rope" (released checkpoints say "nope": no position encoding). The MoE routes each position to its top-k
+router logits with a softmax over those k (:mod:`infoflow.models.moe`); ``shared(y) = down(act(g) * u)`` with
+[g; u] = input_linear(y). Without experts (``num_local_experts`` 0) the MLP is the shared one alone.
 """
 
 from __future__ import annotations
@@ -65,8 +65,10 @@ def mlp(config: PretrainedConfig) -> nn.Module:
 
 def build(config: PretrainedConfig) -> CausalLM:
     """A Granite 4.0-H model from a transformers ``GraniteMoeHybridConfig``."""
-    if config.position_embedding_type not in (None, "rope"):
-        raise ValueError(f"position_embedding_type {config.position_embedding_type!r} is not supported (None or rope)")
+    if config.position_embedding_type not in (None, "nope", "rope"):
+        raise ValueError(
+            f"position_embedding_type {config.position_embedding_type!r} is not supported (rope, nope or None)"
+        )
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     rotary = Rotary(config, head_dim) if config.position_embedding_type == "rope" else None
     d_model, eps, residual = config.hidden_size, config.rms_norm_eps, config.residual_multiplier
