@@ -16,9 +16,10 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig
 
+from infoflow.models import bamba
 from infoflow.models.bamba import ATTENTION_LAYER, check_silu, layer_types
 from infoflow.models.base import Block, CausalLM, RMSNorm, TokenMixer
-from infoflow.models.families import StateDict, renamer
+from infoflow.models.families import StateDict
 from infoflow.models.llama import GatedMLP, LlamaAttention
 from infoflow.models.mamba1 import Mamba1Mixer
 from infoflow.models.moe import Experts, MoE, Router, Routing, stack_experts
@@ -64,18 +65,8 @@ def build(config: PretrainedConfig) -> CausalLM:
     )
 
 
-rename = renamer(
-    (
-        (r"^model\.embed_tokens\.", "embed."),
-        (r"^model\.layers\.(\d+)\.input_layernorm\.", r"blocks.\1.mixer_norm."),
-        (r"^model\.layers\.(\d+)\.(mamba|self_attn)\.", r"blocks.\1.mixer."),
-        (r"^model\.layers\.(\d+)\.pre_ff_layernorm\.", r"blocks.\1.mlp_norm."),
-        (r"^model\.layers\.(\d+)\.feed_forward\.", r"blocks.\1.mlp."),
-        (r"^model\.final_layernorm\.", "final_norm."),
-    )
-)
-
-
 def convert_state_dict(state_dict: StateDict) -> dict[str, torch.Tensor]:
-    """transformers' names -> ours; each MoE's per-expert gate, up and down weights stacked ([gate; up] fused)."""
-    return rename(stack_experts(state_dict, {"up_proj": ("gate_proj", "up_proj"), "down_proj": ("down_proj",)}))
+    """transformers' names -> ours (Jamba's are Bamba's); each MoE's per-expert gate, up and down weights stacked
+    ([gate; up] fused)."""
+    stacked = stack_experts(state_dict, {"up_proj": ("gate_proj", "up_proj"), "down_proj": ("down_proj",)})
+    return bamba.convert_state_dict(stacked)
