@@ -53,8 +53,8 @@ def tiny_hybrids(vocab: int) -> dict[str, Callable[[], PreTrainedModel]]:
                 num_hidden_layers=4,
                 num_attention_heads=4,
                 num_key_value_heads=2,
-                num_local_experts=4,
-                num_experts_per_tok=4,  # every expert: see the module docstring
+                num_local_experts=2,
+                num_experts_per_tok=2,  # every expert: see the module docstring
                 layer_types=["linear_attention", "linear_attention", "full_attention", "linear_attention"],
                 mamba_n_heads=4,
                 mamba_d_head=8,
@@ -80,8 +80,8 @@ def tiny_hybrids(vocab: int) -> dict[str, Callable[[], PreTrainedModel]]:
                 ssm_state_size=8,
                 n_groups=2,
                 chunk_size=4,
-                n_routed_experts=4,
-                num_experts_per_tok=4,  # every expert: see the module docstring
+                n_routed_experts=2,
+                num_experts_per_tok=2,  # every expert: see the module docstring
                 moe_intermediate_size=16,
                 moe_shared_expert_intermediate_size=16,
             )
@@ -98,8 +98,8 @@ def tiny_hybrids(vocab: int) -> dict[str, Callable[[], PreTrainedModel]]:
                 attn_layer_offset=2,  # layer 2 is attention
                 expert_layer_period=2,
                 expert_layer_offset=1,  # layers 1 and 3 have experts
-                num_experts=4,
-                num_experts_per_tok=4,  # every expert: see the module docstring
+                num_experts=2,
+                num_experts_per_tok=2,  # every expert: see the module docstring
                 mamba_d_state=4,
                 mamba_dt_rank=2,
             )
