@@ -37,6 +37,7 @@ from transformers import (
 from infoflow.models.base import CausalLM
 from infoflow.models.loading import load_hf_folder
 from tests.oracle import randomize_
+from tests.tiny_hybrids import tiny_hybrids
 
 # The models under test are small: one thread runs them fastest, and far faster when other processes share
 # the CPU (threads waiting on each other made a 5-token forward take seconds instead of 0.1 s).
@@ -154,6 +155,7 @@ TINY_MODELS = {
             query_pre_attn_scalar=4,
         )
     ),
+    **tiny_hybrids(TINY_VOCAB),
 }
 SSM_FAMILIES = ("mamba", "falcon_mamba", "mamba2")
 

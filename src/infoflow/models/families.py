@@ -64,6 +64,10 @@ FAMILIES: tuple[Family, ...] = (
     Family("olmo2", ("olmo2",), "infoflow.models.olmo2"),
     Family("gemma2", ("gemma2",), "infoflow.models.gemma"),
     Family("gemma3", ("gemma3_text",), "infoflow.models.gemma"),
+    Family("bamba", ("bamba",), "infoflow.models.bamba"),
+    Family("granitemoehybrid", ("granitemoehybrid",), "infoflow.models.granite_hybrid"),
+    Family("nemotron_h", ("nemotron_h",), "infoflow.models.nemotron_h"),
+    Family("jamba", ("jamba",), "infoflow.models.jamba"),
 )
 
 

@@ -10,7 +10,8 @@ Per block ``x += o_proj(attn(input_layernorm(x)))``, ``x += down(act(gate(y)) * 
 on the first R dims of each head (R = P unless ``partial_rotary_factor`` < 1), where ``inv_freq`` and the
 attention factor ``m`` come from the config's ``rope_parameters`` (transformers' own rope utilities for scaled
 variants). Mistral, and Qwen2 layers marked ``sliding_attention``, only attend
-to the last ``sliding_window`` positions (the query included).
+to the last ``sliding_window`` positions (the query included). Hybrids reuse this attention;
+without a rotary (Jamba, Nemotron-H, Granite 4.0-H) queries and keys carry no position.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class LlamaAttention(RotaryAttention):
         self,
         config: PretrainedConfig,
         layer: int,
-        rotary: Rotary,
+        rotary: Rotary | None,
         scaling: float | None = None,
         softcap: float | None = None,
     ) -> None:

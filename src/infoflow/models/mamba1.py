@@ -9,7 +9,8 @@ Per channel d and state n, with x the conv output, Delta = softplus(dt_proj(dt))
 which is the hidden attention
     alpha[t, s, d] = sum_n C[t, n] exp(sum_{r=s+1..t} Delta[r, d] A[d, n]) Delta[s, d] B[s, n]
     y[t, d]        = sum_{s<=t} alpha[t, s, d] x[s, d] + D[d] x[t, d].
-The mixer output is out_proj(y * silu(z)). Falcon-Mamba RMS-normalises dt, B and C (no weights).
+The mixer output is out_proj(y * silu(z)). Falcon-Mamba RMS-normalises dt, B and C (no weights); Jamba
+with learned weights (``dt_layernorm``, ``b_layernorm``, ``c_layernorm``), before dt_proj.
 """
 
 from __future__ import annotations
@@ -62,11 +63,17 @@ class Mamba1Mixer(TokenMixer):
         conv_bias: bool,
         proj_bias: bool,
         bc_dt_norm_eps: float | None = None,
+        weighted_norm_eps: float | None = None,
     ) -> None:
         super().__init__()
         self.n_features = d_inner
         self.d_state, self.dt_rank = d_state, dt_rank
         self.bc_dt_norm_eps = bc_dt_norm_eps  # Falcon-Mamba: RMS-normalise dt, B, C
+        self.weighted_norms = weighted_norm_eps is not None  # Jamba: the same with learned weights
+        if weighted_norm_eps is not None:
+            self.dt_layernorm = RMSNorm(dt_rank, weighted_norm_eps)
+            self.b_layernorm = RMSNorm(d_state, weighted_norm_eps)
+            self.c_layernorm = RMSNorm(d_state, weighted_norm_eps)
         self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=proj_bias)
         self.conv1d = nn.Conv1d(d_inner, d_inner, d_conv, groups=d_inner, padding=d_conv - 1, bias=conv_bias)
         self.x_proj = nn.Linear(d_inner, dt_rank + 2 * d_state, bias=False)
@@ -84,6 +91,8 @@ class Mamba1Mixer(TokenMixer):
         dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         if self.bc_dt_norm_eps is not None:
             dt, B, C = (weightless_rms_norm(v, self.bc_dt_norm_eps) for v in (dt, B, C))
+        if self.weighted_norms:
+            dt, B, C = self.dt_layernorm(dt), self.b_layernorm(B), self.c_layernorm(C)
         delta = F.softplus(dt @ self.dt_proj.weight.T + self.dt_proj.bias.float())
         return x, delta.float(), B, C
 

@@ -17,11 +17,12 @@ class KnockoutMode(StrEnum):
 class MixerKind(StrEnum):
     """What a layer's token mixer is; hybrids mix kinds across layers."""
 
+    NONE = "none"  # no token mixer: the layer transforms each position alone (Nemotron-H's MLP layers)
     ATTENTION = "attention"
     SELECTIVE_SCAN = "selective_scan"  # Mamba-1: one decay per channel and state
     SSD = "ssd"  # Mamba-2: one scalar decay per head
 
     @property
     def is_recurrent(self) -> bool:
-        """A recurrence (state-space or linear RNN) rather than softmax attention."""
-        return self is not MixerKind.ATTENTION
+        """A recurrence (state-space or linear RNN) rather than softmax attention or no mixing."""
+        return self not in (MixerKind.ATTENTION, MixerKind.NONE)

@@ -120,6 +120,34 @@ MODELS: tuple[ModelEntry, ...] = (
     _hub("gemma2-2b", "google/gemma-2-2b", "gemma2", 26, "Gemma 2 2B" + GATED),
     _hub("gemma3-270m", "google/gemma-3-270m", "gemma3", 18, "Gemma 3 270M (text)" + GATED),
     _hub("gemma3-1b", "google/gemma-3-1b-pt", "gemma3", 26, "Gemma 3 1B (text)" + GATED),
+    # hybrids: Mamba layers and attention layers in one network (see docs/hybrids.md)
+    _hub("bamba-9b", "ibm-ai-platform/Bamba-9B-v2", "bamba", 32, "Bamba 9.8B v2 (Mamba-2 + 3 attention layers)"),
+    _hub("bamba-9b-v1", "ibm-ai-platform/Bamba-9B", "bamba", 32, "Bamba 9.8B v1 (Mamba-2 + 3 attention layers)"),
+    _hub(
+        "granite4.0-h-350m",
+        "ibm-granite/granite-4.0-h-350m",
+        "granitemoehybrid",
+        32,
+        "Granite 4.0-H 350M (Mamba-2 + NoPE attention)",
+    ),
+    _hub(
+        "granite4.0-h-1b",
+        "ibm-granite/granite-4.0-h-1b",
+        "granitemoehybrid",
+        40,
+        "Granite 4.0-H 1B (Mamba-2 + NoPE attention)",
+    ),
+    _hub("jamba-tiny-dev", "ai21labs/Jamba-tiny-dev", "jamba", 16, "Jamba tiny dev 319M (Mamba-1 + attention + MoE)"),
+    *(
+        _hub(
+            f"nemotron-h-{size.lower()}",
+            f"nvidia/Nemotron-H-{size}-Base-8K",
+            "nemotron_h",
+            52,
+            f"Nemotron-H {size} base (Mamba-2 + attention + MLP layers; NVIDIA research license)",
+        )
+        for size in ("4B", "8B")
+    ),
 )
 
 

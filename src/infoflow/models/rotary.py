@@ -107,9 +107,9 @@ def rotate_interleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) ->
 
 class RotaryAttention(CausalSelfAttention):
     """Causal attention on RoPE-rotated queries and keys: subclasses give the heads (``projections``) and the
-    output projection (``project``)."""
+    output projection (``project``). ``rotary`` None: no position encoding (NoPE layers of hybrids)."""
 
-    rotary: RotaryEmbedding
+    rotary: RotaryEmbedding | None
 
     @abstractmethod
     def projections(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -126,5 +126,7 @@ class RotaryAttention(CausalSelfAttention):
     def heads(self, hidden: torch.Tensor, start: int) -> AttentionInputs:
         """Rotated heads of the normed inputs ``hidden`` [B, T, D] at positions start..start+T-1."""
         q, k, v = self.projections(hidden)
+        if self.rotary is None:
+            return AttentionInputs(q=q, k=k, v=v)
         cos, sin = (x[:, None] for x in self.rotary.cos_sin(start, start + hidden.shape[1], hidden))  # [T, 1, R]
         return AttentionInputs(q=self.rotary.rotate(q, cos, sin), k=self.rotary.rotate(k, cos, sin), v=v)

@@ -1,0 +1,116 @@
+"""Nemotron-H: our forward pass equals transformers' on random-weight models (Mamba-2, attention, MLP and MoE
+layers); knockouts per kind of layer, and none in the layers without a token mixer."""
+
+import pytest
+import torch
+from transformers import NemotronHConfig, NemotronHForCausalLM
+
+from infoflow.interventions.knockout import Knockout, KnockoutMode
+from infoflow.models.modes import MixerKind
+from infoflow.models.nemotron_h import build
+from infoflow.models.registry import find_model
+from tests.hybrid_checks import assert_attention_knockout_matches_manual, assert_knockouts_per_kind_of_layer, prompt
+from tests.oracle import (
+    knocked_logits,
+    max_logit_difference,
+    mixer_reconstruction_error,
+    randomize_,
+    save_and_load,
+)
+
+VOCAB = 97
+CHUNK = 8  # prompts of 17 and 20 tokens take the multi-chunk path with padding
+PATTERN = "M-*EM"  # hybrid_override_pattern: Mamba-2, MLP, attention, MoE, Mamba-2
+KINDS = [MixerKind.SSD, MixerKind.NONE, MixerKind.ATTENTION, MixerKind.NONE, MixerKind.SSD]
+VARIANTS = {  # routing options: renormalised top-k of one group, or plain scores of the best of two groups
+    "one_group": {},
+    "two_groups_tied": {
+        "n_group": 2,
+        "topk_group": 1,
+        "norm_topk_prob": False,
+        "routed_scaling_factor": 2.0,
+        "tie_word_embeddings": True,
+    },
+}
+
+
+def nemotron_config(**options) -> NemotronHConfig:
+    return NemotronHConfig(
+        **{
+            "vocab_size": VOCAB,
+            "hidden_size": 32,
+            "hybrid_override_pattern": PATTERN,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": 8,
+            "intermediate_size": 24,
+            "mamba_num_heads": 4,
+            "mamba_head_dim": 16,
+            "ssm_state_size": 8,
+            "n_groups": 2,
+            "chunk_size": CHUNK,
+            "time_step_min": 0.05,
+            "n_routed_experts": 4,
+            "num_experts_per_tok": 2,
+            "moe_intermediate_size": 12,
+            "moe_shared_expert_intermediate_size": 10,
+            **options,
+        }
+    )
+
+
+@pytest.fixture(params=sorted(VARIANTS), scope="module")
+def pair(request, tmp_path_factory):
+    theirs = randomize_(NemotronHForCausalLM(nemotron_config(**VARIANTS[request.param])), seed=2)
+    with torch.no_grad():  # a buffer: randomize_ leaves it at 0
+        theirs.model.layers[3].mixer.gate.e_score_correction_bias.normal_(generator=torch.Generator().manual_seed(4))
+    return theirs, save_and_load(theirs, tmp_path_factory.mktemp(request.param))
+
+
+@pytest.mark.parametrize("seq_len", [1, 5, 17, 20])
+def test_logits_equal_transformers(pair, seq_len):
+    theirs, ours = pair
+    assert max_logit_difference(theirs, ours, prompt(VOCAB, seq_len, seed=seq_len)) <= 1e-4
+
+
+@pytest.mark.parametrize("seq_len", [11, 19])
+def test_hidden_attention_reproduces_every_mixer(pair, seq_len):
+    _, ours = pair
+    assert mixer_reconstruction_error(ours, prompt(VOCAB, seq_len, seed=3)) <= 1e-5
+
+
+def test_layer_kinds_follow_the_pattern(pair):
+    _, ours = pair
+    assert ours.family == "nemotron_h" and list(ours.layer_kinds) == KINDS and ours.has_decay_features
+
+
+def test_layers_without_mixer_move_nothing(pair):
+    """MLP and MoE layers: zero hidden attention, and a knockout there (any mode) leaves every logit as it was."""
+    _, ours = pair
+    input_ids = prompt(VOCAB, 9, seed=8)
+    for layer in (1, 3):
+        assert torch.equal(ours.hidden_attention(input_ids, layer), torch.zeros(2, 1, 9, 9))
+    for mode in KnockoutMode:
+        knockout = Knockout.between([8, 5], range(9), [1, 3], mode=mode, strict=True)
+        with torch.no_grad():
+            assert torch.equal(knocked_logits(ours, input_ids, knockout), ours(input_ids))
+
+
+def test_attention_knockout_equals_manual_softmax(pair):
+    theirs, ours = pair
+    assert_attention_knockout_matches_manual(ours, theirs.model.layers[2].mixer, 2)
+
+
+def test_knockouts_per_kind_of_layer(pair):
+    _, ours = pair
+    assert_knockouts_per_kind_of_layer(ours, attention_layer=2)
+
+
+def test_latent_moe_is_refused():
+    with pytest.raises(ValueError, match="moe_latent_size"):
+        build(nemotron_config(moe_latent_size=8))
+
+
+def test_registry_aliases_name_this_family(pair):
+    _, ours = pair
+    assert all(find_model(alias).family == ours.family for alias in ("nemotron-h-4b", "nemotron-h-8b"))
