@@ -14,6 +14,8 @@ to the last ``sliding_window`` positions (the query included).
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import torch
 from torch import nn
 from transformers import PretrainedConfig
@@ -67,7 +69,34 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return x * cos + torch.cat((-b, a), dim=-1) * sin
 
 
-class LlamaAttention(CausalSelfAttention):
+class RotaryAttention(CausalSelfAttention):
+    """Attention whose queries and keys are rotated by their absolute positions (not at all where ``rotary`` is
+    None); subclasses compute the heads before rotation (``projections``)."""
+
+    rotary: Rotary | None
+
+    @abstractmethod
+    def projections(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q [B, T, H, P], k and v [B, T, Hkv, P] of the normed inputs ``hidden`` [B, T, D], before rotation."""
+
+    def prepare(self, hidden: torch.Tensor) -> AttentionInputs:
+        return self.heads(hidden, start=0)
+
+    def prepare_tail(
+        self, hidden_tail: torch.Tensor, prefix: AttentionInputs, start: int, rows: TailRows
+    ) -> AttentionInputs:
+        return self.heads(hidden_tail, start)
+
+    def heads(self, hidden: torch.Tensor, start: int) -> AttentionInputs:
+        """Rotated heads of the normed inputs ``hidden`` [B, T, D] at positions start..start+T-1."""
+        q, k, v = self.projections(hidden)
+        if self.rotary is None:
+            return AttentionInputs(q=q, k=k, v=v)
+        cos, sin = (x[:, None] for x in self.rotary.cos_sin(start, start + hidden.shape[1], hidden))  # [T, 1, P]
+        return AttentionInputs(q=rotate(q, cos, sin), k=rotate(k, cos, sin), v=v)
+
+
+class LlamaAttention(RotaryAttention):
     def __init__(self, config: PretrainedConfig, layer: int, rotary: Rotary) -> None:
         n_heads, n_kv_heads = config.num_attention_heads, config.num_key_value_heads
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_heads
@@ -80,20 +109,10 @@ class LlamaAttention(CausalSelfAttention):
         self.v_proj = nn.Linear(d_model, n_kv_heads * head_dim, bias=qkv_bias)
         self.o_proj = nn.Linear(n_heads * head_dim, d_model, bias=getattr(config, "attention_bias", False))
 
-    def prepare(self, hidden: torch.Tensor) -> AttentionInputs:
-        return self.heads(hidden, start=0)
-
-    def prepare_tail(
-        self, hidden_tail: torch.Tensor, prefix: AttentionInputs, start: int, rows: TailRows
-    ) -> AttentionInputs:
-        return self.heads(hidden_tail, start)
-
-    def heads(self, hidden: torch.Tensor, start: int) -> AttentionInputs:
-        """Rotated heads of the normed inputs ``hidden`` [B, T, D] at positions start..start+T-1."""
+    def projections(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         # [B, T, heads * P] -> [B, T, heads, P]
         q, k, v = (proj(hidden).unflatten(-1, (-1, self.head_dim)) for proj in (self.q_proj, self.k_proj, self.v_proj))
-        cos, sin = (x[:, None] for x in self.rotary.cos_sin(start, start + hidden.shape[1], hidden))  # [T, 1, P]
-        return AttentionInputs(q=rotate(q, cos, sin), k=rotate(k, cos, sin), v=v)
+        return q, k, v
 
     def project(self, mixed: torch.Tensor, p: AttentionInputs) -> torch.Tensor:
         return self.o_proj(mixed.flatten(2))  # [B, T, H, P] -> [B, T, D]

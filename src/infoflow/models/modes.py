@@ -20,8 +20,9 @@ class MixerKind(StrEnum):
     ATTENTION = "attention"
     SELECTIVE_SCAN = "selective_scan"  # Mamba-1: one decay per channel and state
     SSD = "ssd"  # Mamba-2: one scalar decay per head
+    PARALLEL = "parallel"  # attention and a state-space branch side by side (Falcon-H1); features of both kinds
 
     @property
     def is_recurrent(self) -> bool:
-        """A recurrence (state-space or linear RNN) rather than softmax attention."""
+        """A recurrence (state-space or linear RNN) rather than softmax attention, or a layer with one in it."""
         return self is not MixerKind.ATTENTION
