@@ -210,7 +210,8 @@ class FalconH1MLP(GatedMLP):
         self.gate_multiplier, self.down_multiplier = config.mlp_multipliers
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.up_proj(x) * self.act(self.gate_proj(x) * self.gate_multiplier)) * self.down_multiplier
+        gated = self.up_proj(x) * self.act(self.gate_proj(x) * self.gate_multiplier)
+        return self.down_proj(gated) * self.down_multiplier
 
 
 class ScaledEmbedding(nn.Embedding):
