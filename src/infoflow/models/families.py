@@ -58,6 +58,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("gpt2", ("gpt2",), "infoflow.models.gpt2"),
     Family("llama", ("llama", "qwen2", "mistral"), "infoflow.models.llama"),
     Family("falcon_h1", ("falcon_h1",), "infoflow.models.falcon_h1"),
+    Family("zamba2", ("zamba2",), "infoflow.models.zamba2"),
 )
 
 
