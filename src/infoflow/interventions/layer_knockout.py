@@ -69,7 +69,7 @@ def exempt_features(model: CausalLM, layer: int, selection: FeatureSelection) ->
     norms = mixer.decay_norms()
     by_decay = None if norms is None else selection.exempt_mask(norms)  # [features of recurrent kinds]
     runs = mixer.feature_kinds()
-    if selection.kinds is None and len(runs) == 1:
+    if not selection.exempts_some or (selection.kinds is None and len(runs) == 1):
         return by_decay
     device = next(mixer.parameters()).device
     parts, decaying = [], 0  # per run: its features' exemption; decaying: recurrent features seen so far
