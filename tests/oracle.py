@@ -101,3 +101,38 @@ def assert_half_precision_engines_agree(model: CausalLM, dtype: torch.dtype) -> 
     assert torch.isfinite(fast).all() and torch.isfinite(reference).all()
     assert (fast - reference).abs().max().item() <= 5e-3
     assert max((fast - exact).abs().max().item(), (reference - exact).abs().max().item()) <= 1e-2
+
+
+def hand_ssd(
+    mixer: torch.nn.Module, projected: torch.Tensor, edges: set[tuple[int, int]], zero_delta: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A transformers Mamba-2 mixer (Mamba2Mixer, FalconH1Mixer, ...) on its in_proj output ``projected`` [T, ...]
+    by explicit sums over s, with M_h[t, s] = 0 for ``edges``: y [T, Di] (before the gate) and the gate z [T, Di].
+
+    y[t, h] = sum_s (C[t] . B[s]) exp(sum_{r=s+1..t} Delta[r, h] a_h) Delta[s, h] x[s, h] + D_h x[t, h]; with
+    ``zero_delta``, row t also sees Delta = 0 at its blocked sources (no input and no decay there).
+    """
+    import torch.nn.functional as F
+
+    seq_len, heads, groups = projected.shape[0], mixer.num_heads, mixer.n_groups
+    group_width = groups * mixer.ssm_state_size
+    z, xBC, dt = projected.split([mixer.intermediate_size, mixer.conv_dim, heads], dim=-1)
+    conv = mixer.conv1d
+    xBC = F.silu(F.conv1d(xBC.T, conv.weight, conv.bias, padding=conv.kernel_size[0] - 1, groups=mixer.conv_dim))
+    x, B, C = xBC[:, :seq_len].T.split([mixer.intermediate_size, group_width, group_width], dim=-1)
+    x, B, C = x.view(seq_len, heads, -1), B.view(seq_len, groups, -1), C.view(seq_len, groups, -1)
+    delta = F.softplus(dt + mixer.dt_bias)  # [T, H]
+    a = -torch.exp(mixer.A_log)  # [H]
+    y = torch.zeros_like(x)
+    for t in range(seq_len):
+        blocked = {s for target, s in edges if target == t}
+        row_delta = delta.clone()
+        if zero_delta:
+            row_delta[sorted(blocked)] = 0.0
+        for h in range(heads):
+            g = h // (heads // groups)
+            for s in set(range(t + 1)) - blocked:
+                m = (C[t, g] @ B[s, g]) * torch.exp(row_delta[s + 1 : t + 1, h].sum() * a[h])
+                y[t, h] += m * row_delta[s, h] * x[s, h]
+            y[t, h] += mixer.D[h] * x[t, h]
+    return y.flatten(1), z

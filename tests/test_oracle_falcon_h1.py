@@ -12,6 +12,7 @@ from infoflow.models.modes import MixerKind
 from tests.oracle import (
     assert_half_precision_engines_agree,
     assert_kind_restricted_engines_agree,
+    hand_ssd,
     knocked_logits,
     max_logit_difference,
     mixer_reconstruction_error,
@@ -131,30 +132,9 @@ def hand_knocked_layer(layer, hidden, position_embeddings, attention_mask, ssm_e
     (with ``zero_delta``, row t also sees Delta = 0 at its blocked sources)."""
     u = layer.input_layernorm(hidden)
     mixer = layer.mamba
-    seq_len, heads, groups = hidden.shape[1], mixer.num_heads, mixer.n_groups
-    group_width = groups * mixer.ssm_state_size
     projected = mixer.in_proj(u * mixer.ssm_in_multiplier) * mixer.mup_vector
-    z, xBC, dt = projected[0].split([mixer.intermediate_size, mixer.conv_dim, heads], dim=-1)
-    conv = mixer.conv1d
-    xBC = F.silu(F.conv1d(xBC.T, conv.weight, conv.bias, padding=conv.kernel_size[0] - 1, groups=mixer.conv_dim))
-    x, B, C = xBC[:, :seq_len].T.split([mixer.intermediate_size, group_width, group_width], dim=-1)
-    x, B, C = x.view(seq_len, heads, -1), B.view(seq_len, groups, -1), C.view(seq_len, groups, -1)
-    delta = F.softplus(dt + mixer.dt_bias)  # [T, H]
-    a = -torch.exp(mixer.A_log)
-    y = torch.zeros_like(x)
-    for t in range(seq_len):
-        blocked = {s for target, s in ssm_edges if target == t}
-        row_delta = delta.clone()
-        if zero_delta:
-            row_delta[sorted(blocked)] = 0.0
-        for h in range(heads):
-            g = h // (heads // groups)
-            for s in set(range(t + 1)) - blocked:
-                m = (C[t, g] @ B[s, g]) * torch.exp(row_delta[s + 1 : t + 1, h].sum() * a[h])
-                y[t, h] += m * row_delta[s, h] * x[s, h]
-            y[t, h] += mixer.D[h] * x[t, h]
-    y = y.flatten(1)[None]
-    gated = mixer.norm(y, z[None]) if mixer.mamba_rms_norm else y * F.silu(z[None])
+    y, z = (v[None] for v in hand_ssd(mixer, projected[0], ssm_edges, zero_delta))
+    gated = mixer.norm(y, z) if mixer.mamba_rms_norm else y * F.silu(z)
     ssm = mixer.out_proj(gated) * layer.ssm_out_multiplier
     attention, _ = layer.self_attn(
         u * layer.attention_in_multiplier, attention_mask=attention_mask, position_embeddings=position_embeddings

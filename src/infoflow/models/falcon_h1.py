@@ -37,12 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig
-from transformers.activations import ACT2FN
 
 from infoflow.models.attention import AttentionInputs
-from infoflow.models.base import Block, CausalLM, MixingTerms, RMSNorm, TokenMixer
+from infoflow.models.base import CausalLM, MixingTerms, RMSNorm, TokenMixer
 from infoflow.models.families import renamer
-from infoflow.models.llama import GatedMLP, LlamaAttention, Rotary
+from infoflow.models.llama import GatedMLP, LlamaAttention, Rotary, pre_norm_blocks
 from infoflow.models.mamba2 import GatedRMSNorm, Mamba2Inputs, Mamba2Mixer
 from infoflow.models.modes import KnockoutMode, MixerKind
 from infoflow.models.tails import TailRows
@@ -238,25 +237,17 @@ class ScaledLinear(nn.Linear):
 
 def build(config: PretrainedConfig) -> CausalLM:
     """A Falcon-H1 model from a transformers ``FalconH1Config``."""
-    if config.hidden_act not in ACT2FN:
-        raise ValueError(f"unknown hidden_act {config.hidden_act!r}")
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    rotary = Rotary(config, head_dim)  # shared by every layer
-    d_model, eps = config.hidden_size, config.rms_norm_eps
-    blocks = [
-        Block(
-            RMSNorm(d_model, eps),
-            ParallelMixer(FalconH1Attention(config, layer, rotary), FalconH1SSM(config)),
-            RMSNorm(d_model, eps),
-            FalconH1MLP(config),
-        )
-        for layer in range(config.num_hidden_layers)
-    ]
+    blocks = pre_norm_blocks(
+        config,
+        lambda layer, rotary: ParallelMixer(FalconH1Attention(config, layer, rotary), FalconH1SSM(config)),
+        lambda: FalconH1MLP(config),
+    )
+    d_model = config.hidden_size
     return CausalLM(
         family="falcon_h1",
         embed=ScaledEmbedding(config.vocab_size, d_model, config.embedding_multiplier),
         blocks=blocks,
-        final_norm=RMSNorm(d_model, eps),
+        final_norm=RMSNorm(d_model, config.rms_norm_eps),
         lm_head=ScaledLinear(d_model, config.vocab_size, config.lm_head_multiplier),
     )
 
