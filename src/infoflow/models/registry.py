@@ -64,6 +64,17 @@ MODELS: tuple[ModelEntry, ...] = (
     _hub("qwen2.5-0.5b", "Qwen/Qwen2.5-0.5B", "llama", 24, "Qwen2.5 0.5B"),
     _hub("qwen2.5-1.5b", "Qwen/Qwen2.5-1.5B", "llama", 28, "Qwen2.5 1.5B"),
     _hub("smollm2-135m", "HuggingFaceTB/SmolLM2-135M", "llama", 30, "SmolLM2 135M (Llama architecture)"),
+    _hub(
+        "falcon-h1-tiny-90m",
+        "tiiuae/Falcon-H1-Tiny-90M-Base",
+        "falcon_h1",
+        24,
+        "Falcon-H1-Tiny 90M base (attention and Mamba-2 in parallel in every layer)",
+    ),
+    _hub("falcon-h1-0.5b", "tiiuae/Falcon-H1-0.5B-Base", "falcon_h1", 36, "Falcon-H1 0.5B base (parallel hybrid)"),
+    # Zamba2: each hybrid layer counts as two layers here (the shared block's call site, then Mamba-2)
+    _hub("zamba2-1.2b", "Zyphra/Zamba2-1.2B", "zamba2", 44, "Zamba2 1.2B (38 Mamba-2 layers, 6 shared-block calls)"),
+    _hub("zamba2-2.7b", "Zyphra/Zamba2-2.7B", "zamba2", 63, "Zamba2 2.7B (54 Mamba-2 layers, 9 calls of 2 blocks)"),
 )
 
 
