@@ -20,12 +20,15 @@ stacked along the features,
     mixed[t, f] = sum_s M_f[t, s] Delta[s, f] x[s, f] + D_f x[t, f]   (f >= H_a: SSD head f - H_a)
 
 so ``terms``, feature exemptions and the fast engine's tails need nothing new: the engines never learn that a
-layer has two branches. (A block holding two mixers would have made every engine loop over mixers.)
+layer has two branches. (A block holding two mixers would have made every engine, and every intervention that
+reaches a layer's mixing, loop over mixers; the composite costs a zero padding of the narrower values.)
 
 **Knockout.** A blocked edge (t, s) is removed in both branches: its attention logit is set to -inf before
 the softmax (the row renormalises) and M_f[t, s] = 0 in every SSM head (zero-delta and strict act on the SSM
 branch only, which has the Delta and the conv). One branch only: ``FeatureSelection(kinds={MixerKind.ATTENTION})``
-or ``{MixerKind.SSD}`` exempts the other branch's features; decay categories rank the SSM heads only.
+or ``{MixerKind.SSD}`` exempts the other branch's features; decay categories rank the SSM heads only. Being a
+feature selection, the choice of branch reaches both engines the way decay categories do (per knockout, batched
+in one tail pass), where a new knockout option would have had to be threaded through each engine.
 """
 
 from __future__ import annotations
@@ -164,7 +167,9 @@ class ParallelMixer(TokenMixer):
     def prepare(self, hidden: torch.Tensor) -> ParallelInputs:
         return ParallelInputs.of(self.attention.prepare(hidden), self.ssm.prepare(hidden))
 
-    def prepare_tail(self, hidden_tail: torch.Tensor, prefix: ParallelInputs, start: int, rows: TailRows) -> Any:
+    def prepare_tail(
+        self, hidden_tail: torch.Tensor, prefix: ParallelInputs, start: int, rows: TailRows
+    ) -> ParallelInputs:
         attention = self.attention.prepare_tail(hidden_tail, prefix.attention, start, rows)
         return ParallelInputs.of(attention, self.ssm.prepare_tail(hidden_tail, prefix.ssm, start, rows))
 
