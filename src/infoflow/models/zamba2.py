@@ -106,7 +106,9 @@ class Zamba2Attention(RotaryAttention):
         self.shared, self.rotary = shared, rotary
         self.adapters: nn.ModuleDict | None = None  # q, k, v -> this site's LoRA
         if config.use_shared_attention_adapter:
-            width = config.attention_hidden_size  # in and out: transformers' adapters need as many kv heads as heads
+            width = config.attention_hidden_size  # in and out, as transformers has them
+            if config.num_key_value_heads != config.num_attention_heads:
+                raise ValueError("Zamba2's attention adapters need num_key_value_heads == num_attention_heads")
             self.adapters = nn.ModuleDict({name: lora(width, config.adapter_rank, width) for name in "qkv"})
 
     def projections(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -124,6 +126,8 @@ class Zamba2Attention(RotaryAttention):
 
 
 class SharedMLPWeights(nn.Module):
+    """The projections of a shared block's MLP, used at each of its call sites."""
+
     def __init__(self, config: PretrainedConfig) -> None:
         super().__init__()
         self.gate_up_proj = nn.Linear(config.hidden_size, 2 * config.intermediate_size, bias=config.add_bias_linear)
