@@ -8,6 +8,7 @@ from transformers import Zamba2Config, Zamba2ForCausalLM
 
 from infoflow.interventions.knockout import FeatureSelection, Knockout, KnockoutMode
 from infoflow.models.modes import MixerKind
+from infoflow.models.zamba2 import build
 from tests.oracle import (
     assert_half_precision_engines_agree,
     assert_kind_restricted_engines_agree,
@@ -174,3 +175,9 @@ def test_fast_engine_matches_reference_with_kind_restrictions(tiny_model_factory
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_on_both_engines(tiny_model_factory, dtype):
     assert_half_precision_engines_agree(tiny_model_factory("zamba2"), dtype)
+
+
+def test_attention_adapters_with_grouped_kv_heads_are_refused():
+    options = dict(VARIANTS["two_blocks_adapters_rope"], num_key_value_heads=2)
+    with pytest.raises(ValueError, match="num_key_value_heads == num_attention_heads"):
+        build(zamba2_config(options))
