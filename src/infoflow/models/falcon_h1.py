@@ -92,11 +92,9 @@ class FalconH1SSM(Mamba2Mixer):
         if self.d_inner != d_inner:
             raise ValueError(f"mamba_n_heads * mamba_d_head = {self.d_inner} must equal mamba_d_ssm = {d_inner}")
         self.out_proj = nn.Linear(d_inner, config.hidden_size, bias=config.projectors_bias)
-        self.norm: GatedRMSNorm | None = (  # type: ignore[assignment]
-            GatedRMSNorm(d_inner, config.rms_norm_eps, d_inner // n_groups, config.mamba_norm_before_gate)
-            if config.mamba_rms_norm
-            else None
-        )
+        norm_before_gate = config.mamba_norm_before_gate
+        norm = GatedRMSNorm(d_inner, config.rms_norm_eps, d_inner // n_groups, norm_before_gate)
+        self.norm = norm if config.mamba_rms_norm else None  # type: ignore[assignment]  # None: y * silu(z)
         self.in_multiplier, self.out_multiplier = config.ssm_in_multiplier, config.ssm_out_multiplier
         group_width = n_groups * config.mamba_d_state
         # the mup vector's sections: z, x, B, C, dt
