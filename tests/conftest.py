@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from transformers import (
+    FalconH1Config,
+    FalconH1ForCausalLM,
     FalconMambaConfig,
     FalconMambaForCausalLM,
     Gemma2Config,
@@ -32,6 +34,8 @@ from transformers import (
     Phi3ForCausalLM,
     Qwen3Config,
     Qwen3ForCausalLM,
+    Zamba2Config,
+    Zamba2ForCausalLM,
 )
 
 from infoflow.models.base import CausalLM
@@ -156,6 +160,41 @@ TINY_MODELS = {
         )
     ),
     **tiny_hybrids(TINY_VOCAB),
+    # parallel hybrid: attention (2 heads of 8) and Mamba-2 (4 heads of 4) in every layer, values padded to 8
+    "falcon_h1": lambda: FalconH1ForCausalLM(
+        FalconH1Config(
+            vocab_size=TINY_VOCAB,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            mamba_d_ssm=16,
+            mamba_n_heads=4,
+            mamba_d_head=4,
+            mamba_d_state=4,
+            mamba_chunk_size=4,
+            mamba_rms_norm=True,
+            ssm_multipliers=[0.5, 1.5, 0.75, 1.25, 0.9],
+        )
+    ),
+    # two hybrid layers sharing one transformer block: our layers attention, Mamba-2, attention, Mamba-2
+    "zamba2": lambda: Zamba2ForCausalLM(
+        Zamba2Config(
+            vocab_size=TINY_VOCAB,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=2,
+            layers_block_type=["hybrid", "hybrid"],
+            mamba_d_state=4,
+            n_mamba_heads=4,
+            num_attention_heads=2,
+            adapter_rank=2,
+            use_shared_attention_adapter=True,
+            use_mem_rope=True,
+            chunk_size=4,
+        )
+    ),
 }
 SSM_FAMILIES = ("mamba", "falcon_mamba", "mamba2")
 

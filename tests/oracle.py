@@ -53,3 +53,86 @@ def mixer_reconstruction_error(ours: CausalLM, input_ids: torch.Tensor) -> float
 def knocked_logits(ours: CausalLM, input_ids: torch.Tensor, knockout: Knockout) -> torch.Tensor:
     """Logits [B, T, V] of the reference path: the knockout applied in each of its layers."""
     return ours(input_ids, layer_knockouts(ours, knockout, input_ids.shape[1]))
+
+
+def hybrid_sweep(model: CausalLM) -> tuple[torch.Tensor, list[Knockout | None]]:
+    """A prompt and knockouts over every window of two layers, with every mode, strictness, decay category and
+    restriction to one mixer kind of the model (None: every kind)."""
+    from infoflow.interventions.knockout import FeatureCategory, FeatureSelection, KnockoutMode
+
+    input_ids = torch.tensor([3, 14, 15, 9, 26, 5, 35, 7])
+    kinds = sorted({kind for layer in range(model.n_layers) for kind, _ in model.mixer(layer).feature_kinds()})
+    last = len(input_ids) - 1
+    knockouts: list[Knockout | None] = [None]
+    for start in range(model.n_layers - 1):
+        for index, restriction in enumerate([None, *({kind} for kind in kinds)]):
+            mode, strict = list(KnockoutMode)[index % 2], index % 3 == 1
+            category = list(FeatureCategory)[(start + index) % len(FeatureCategory)]
+            features = FeatureSelection(category, kinds=restriction)
+            options = {"mode": mode, "strict": strict, "features": features}
+            knockouts.append(Knockout.between([last], [1, 2], range(start, start + 2), **options))
+            knockouts.append(Knockout.between([4, last], [0, 3], range(start, start + 2), **options))
+    return input_ids, knockouts
+
+
+def assert_kind_restricted_engines_agree(model: CausalLM) -> None:
+    """The fast engine gives the reference engine's numbers for knockouts restricted to one mixer kind."""
+    from infoflow.engines.fast import FastEngine
+    from infoflow.engines.reference import ReferenceEngine
+
+    input_ids, knockouts = hybrid_sweep(model)
+    fast = FastEngine(model, max_batch=3).probabilities(input_ids, knockouts)
+    reference = ReferenceEngine(model).probabilities(input_ids, knockouts)
+    assert (fast - reference).abs().max().item() <= 1e-5
+
+
+def assert_half_precision_engines_agree(model: CausalLM, dtype: torch.dtype) -> None:
+    """In ``dtype`` both engines run the sweep, agree with each other and stay near the fp32 numbers."""
+    import copy
+
+    from infoflow.engines.fast import FastEngine
+    from infoflow.engines.reference import ReferenceEngine
+
+    input_ids, knockouts = hybrid_sweep(model)
+    exact = ReferenceEngine(model).probabilities(input_ids, knockouts)
+    half = copy.deepcopy(model).to(dtype)
+    fast = FastEngine(half, max_batch=4).probabilities(input_ids, knockouts).float()
+    reference = ReferenceEngine(half).probabilities(input_ids, knockouts).float()
+    assert torch.isfinite(fast).all() and torch.isfinite(reference).all()
+    assert (fast - reference).abs().max().item() <= 5e-3
+    assert max((fast - exact).abs().max().item(), (reference - exact).abs().max().item()) <= 1e-2
+
+
+def hand_ssd(
+    mixer: torch.nn.Module, projected: torch.Tensor, edges: set[tuple[int, int]], zero_delta: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A transformers Mamba-2 mixer (Mamba2Mixer, FalconH1Mixer, ...) on its in_proj output ``projected`` [T, ...]
+    by explicit sums over s, with M_h[t, s] = 0 for ``edges``: y [T, Di] (before the gate) and the gate z [T, Di].
+
+    y[t, h] = sum_s (C[t] . B[s]) exp(sum_{r=s+1..t} Delta[r, h] a_h) Delta[s, h] x[s, h] + D_h x[t, h]; with
+    ``zero_delta``, row t also sees Delta = 0 at its blocked sources (no input and no decay there).
+    """
+    import torch.nn.functional as F
+
+    seq_len, heads, groups = projected.shape[0], mixer.num_heads, mixer.n_groups
+    group_width = groups * mixer.ssm_state_size
+    z, xBC, dt = projected.split([mixer.intermediate_size, mixer.conv_dim, heads], dim=-1)
+    conv = mixer.conv1d
+    xBC = F.silu(F.conv1d(xBC.T, conv.weight, conv.bias, padding=conv.kernel_size[0] - 1, groups=mixer.conv_dim))
+    x, B, C = xBC[:, :seq_len].T.split([mixer.intermediate_size, group_width, group_width], dim=-1)
+    x, B, C = x.view(seq_len, heads, -1), B.view(seq_len, groups, -1), C.view(seq_len, groups, -1)
+    delta = F.softplus(dt + mixer.dt_bias)  # [T, H]
+    a = -torch.exp(mixer.A_log)  # [H]
+    y = torch.zeros_like(x)
+    for t in range(seq_len):
+        blocked = {s for target, s in edges if target == t}
+        row_delta = delta.clone()
+        if zero_delta:
+            row_delta[sorted(blocked)] = 0.0
+        for h in range(heads):
+            g = h // (heads // groups)
+            for s in set(range(t + 1)) - blocked:
+                m = (C[t, g] @ B[s, g]) * torch.exp(row_delta[s + 1 : t + 1, h].sum() * a[h])
+                y[t, h] += m * row_delta[s, h] * x[s, h]
+            y[t, h] += mixer.D[h] * x[t, h]
+    return y.flatten(1), z

@@ -2,12 +2,18 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 from transformers import Mamba2Config, Mamba2ForCausalLM
 
 from infoflow.interventions.knockout import Knockout, KnockoutMode
 from infoflow.interventions.layer_knockout import layer_knockouts
-from tests.oracle import knocked_logits, max_logit_difference, mixer_reconstruction_error, randomize_, save_and_load
+from tests.oracle import (
+    hand_ssd,
+    knocked_logits,
+    max_logit_difference,
+    mixer_reconstruction_error,
+    randomize_,
+    save_and_load,
+)
 
 VOCAB = 97
 CHUNK = 8  # small, so that prompts of 17 and 20 tokens take the multi-chunk path with padding
@@ -65,28 +71,8 @@ def hand_knocked_block(block, hidden: torch.Tensor, edges: set[tuple[int, int]],
     With ``zero_delta``, row t also sees Delta = 0 at its blocked sources (no input and no decay there).
     """
     mixer = block.mixer
-    seq_len, heads, groups = hidden.shape[0], mixer.num_heads, mixer.n_groups
-    group_width = groups * mixer.ssm_state_size
-    z, xBC, dt = mixer.in_proj(block.norm(hidden)).split([mixer.intermediate_size, mixer.conv_dim, heads], dim=-1)
-    conv = mixer.conv1d
-    xBC = F.silu(F.conv1d(xBC.T, conv.weight, conv.bias, padding=conv.kernel_size[0] - 1, groups=mixer.conv_dim))
-    x, B, C = xBC[:, :seq_len].T.split([mixer.intermediate_size, group_width, group_width], dim=-1)
-    x, B, C = x.view(seq_len, heads, -1), B.view(seq_len, groups, -1), C.view(seq_len, groups, -1)
-    delta = F.softplus(dt + mixer.dt_bias)  # [T, H]
-    a = -torch.exp(mixer.A_log)  # [H]
-    y = torch.zeros_like(x)
-    for t in range(seq_len):
-        blocked = {s for target, s in edges if target == t}
-        row_delta = delta.clone()
-        if zero_delta:
-            row_delta[sorted(blocked)] = 0.0
-        for h in range(heads):
-            g = h // (heads // groups)
-            for s in set(range(t + 1)) - blocked:
-                m = (C[t, g] @ B[s, g]) * torch.exp(row_delta[s + 1 : t + 1, h].sum() * a[h])
-                y[t, h] += m * row_delta[s, h] * x[s, h]
-            y[t, h] += mixer.D[h] * x[t, h]
-    return hidden + mixer.out_proj(mixer.norm(y.flatten(1), z))
+    y, z = hand_ssd(mixer, mixer.in_proj(block.norm(hidden)), edges, zero_delta)
+    return hidden + mixer.out_proj(mixer.norm(y, z))
 
 
 @pytest.mark.parametrize("mode", list(KnockoutMode))

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from infoflow.engines.base import Engine, TargetScores, last_token_probabilities, target_scores
-from infoflow.interventions.knockout import FeatureCategory, FeatureSelection, Knockout, KnockoutMode
+from infoflow.interventions.knockout import FeatureSelection, Knockout, KnockoutMode
 from infoflow.interventions.layer_knockout import check_knockout, exempt_features
 from infoflow.models.base import CausalLM, TokenMixer
 from infoflow.models.tails import TailRows, batch_rows, join_positions, repeat_batch
@@ -346,7 +346,7 @@ class TailPlan:
         layers = [layer for tail in tails for layer in tail.layers]
         in_layer = torch.zeros(engine.model.n_layers, len(tails), dtype=torch.bool)
         in_layer[layers, rows] = True
-        exempting = [tail.features for tail in tails if tail.features.category is not FeatureCategory.ALL]
+        exempting = [tail.features for tail in tails if tail.features.exempts_some]
         selections = tuple(dict.fromkeys(exempting))
         selection = None
         if selections:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from infoflow.models.modes import KnockoutMode
+from infoflow.models.modes import KnockoutMode, MixerKind
 
 if TYPE_CHECKING:  # torch is imported where a tensor is made, so that the command line starts without it
     import torch
@@ -46,14 +46,28 @@ class FeatureSelection:
 
     ``exempt_fraction`` of the features (rounded down, reference: one third) are exempt; the rest are
     knocked out. ``FeatureCategory.ALL`` exempts nothing whatever the fraction.
+
+    ``kinds`` (None: every kind) restricts the knockout to the features of those mixer kinds; the others are
+    exempt. In a parallel hybrid (Falcon-H1) ``{MixerKind.ATTENTION}`` blocks the edges in the attention branch
+    only and ``{MixerKind.SSD}`` in the state-space branch only; elsewhere it leaves whole layers untouched.
     """
 
     category: FeatureCategory = FeatureCategory.ALL
     exempt_fraction: float = 1 / 3
+    kinds: frozenset[MixerKind] | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.exempt_fraction <= 1.0:
             raise ValueError(f"exempt_fraction must be in [0, 1], got {self.exempt_fraction}")
+        if self.kinds is not None:
+            if not self.kinds:
+                raise ValueError("kinds must name at least one mixer kind (or be None for every kind)")
+            object.__setattr__(self, "kinds", frozenset(MixerKind(kind) for kind in self.kinds))
+
+    @property
+    def exempts_some(self) -> bool:
+        """Some features may be exempt (a decay category or a restriction to some mixer kinds)."""
+        return self.category is not FeatureCategory.ALL or self.kinds is not None
 
     def exempt_mask(self, decay_norms: torch.Tensor) -> torch.Tensor | None:
         """Bool [F], True = exempt, from per-feature decay norms [F]; None when nothing is exempt."""

@@ -10,6 +10,7 @@ import torch
 
 from infoflow.interventions.knockout import FeatureCategory, FeatureSelection, Knockout, KnockoutMode
 from infoflow.models.base import CausalLM, LayerIntervention, TokenMixer
+from infoflow.models.modes import MixerKind
 from infoflow.models.tails import repeat_batch
 
 
@@ -23,11 +24,18 @@ def check_knockout(model: CausalLM, knockout: Knockout) -> None:
     bad_layers = [layer for layer in knockout.layers if layer >= n_layers]
     if bad_layers:
         raise ValueError(f"layers {bad_layers} do not exist in a model with {n_layers} layers")
-    check_options(model, knockout.mode, knockout.strict, (knockout.features.category,))
+    check_options(model, knockout.mode, knockout.strict, (knockout.features.category,), knockout.features.kinds)
 
 
-def check_options(model: CausalLM, mode: KnockoutMode, strict: bool, categories: tuple[FeatureCategory, ...]) -> None:
-    """A ``ValueError`` naming the first of ``mode``, ``strict`` and ``categories`` that no layer supports."""
+def check_options(
+    model: CausalLM,
+    mode: KnockoutMode,
+    strict: bool,
+    categories: tuple[FeatureCategory, ...],
+    kinds: frozenset[MixerKind] | None = None,
+) -> None:
+    """A ``ValueError`` naming the first of ``mode``, ``strict``, ``categories`` and ``kinds`` (mixer kinds a
+    knockout is restricted to) that no layer supports."""
     mixers = [model.mixer(layer) for layer in range(model.n_layers)]
     if not any(mode in mixer.knockout_modes for mixer in mixers):
         raise ValueError(f"knockout mode {mode.value!r} {recurrent_only(model)}")
@@ -37,6 +45,13 @@ def check_options(model: CausalLM, mode: KnockoutMode, strict: bool, categories:
     for category in categories:
         if category is not FeatureCategory.ALL and not decaying:
             raise ValueError(f"feature category {category.value!r} {recurrent_only(model)}; use the category 'all'")
+    present = {kind for mixer in mixers for kind, _ in mixer.feature_kinds()}
+    missing = sorted(set(kinds or ()) - present)
+    if missing:
+        raise ValueError(
+            f"knockout restricted to mixer kinds {', '.join(missing)} that this {model.family} model lacks; "
+            f"its features are of the kinds {', '.join(sorted(present))}"
+        )
 
 
 def recurrent_only(model: CausalLM) -> str:
@@ -48,9 +63,25 @@ def recurrent_only(model: CausalLM) -> str:
 
 def exempt_features(model: CausalLM, layer: int, selection: FeatureSelection) -> torch.Tensor | None:
     """Bool [F] of the features a knockout leaves untouched in ``layer`` (None: none exempt). Feature
-    categories rank decaying features; a layer without them (attention in a hybrid) exempts none."""
-    norms = model.mixer(layer).decay_norms()
-    return None if norms is None else selection.exempt_mask(norms)
+    categories rank decaying features; a layer without them (attention in a hybrid) exempts none, and so do
+    the attention heads of a parallel hybrid. Features of kinds outside ``selection.kinds`` are exempt."""
+    mixer = model.mixer(layer)
+    norms = mixer.decay_norms()
+    by_decay = None if norms is None else selection.exempt_mask(norms)  # [features of recurrent kinds]
+    runs = mixer.feature_kinds()
+    if not selection.exempts_some or (selection.kinds is None and len(runs) == 1):
+        return by_decay
+    device = next(mixer.parameters()).device
+    parts, decaying = [], 0  # per run: its features' exemption; decaying: recurrent features seen so far
+    for kind, count in runs:
+        if selection.kinds is not None and kind not in selection.kinds:
+            parts.append(torch.ones(count, dtype=torch.bool, device=device))
+        elif by_decay is not None and kind.is_recurrent:
+            parts.append(by_decay[decaying : decaying + count])
+        else:
+            parts.append(torch.zeros(count, dtype=torch.bool, device=device))
+        decaying += count if kind.is_recurrent else 0
+    return torch.cat(parts)
 
 
 @dataclass(frozen=True)

@@ -106,8 +106,14 @@ class TokenMixer(nn.Module, ABC):
         """Gate / norm / output projection of the mixed features: [B, T, F, P] -> [B, T, D]."""
 
     def decay_norms(self) -> torch.Tensor | None:
-        """Per-feature ``sum_n exp(-exp(A_log))`` [F] for state-space mixers, None for attention."""
+        """Per-feature ``sum_n exp(-exp(A_log))`` for state-space mixers, None for attention: [F], or, where
+        the features are of several kinds (see ``feature_kinds``), one entry per feature of a recurrent kind."""
         return None
+
+    def feature_kinds(self) -> tuple[tuple[MixerKind, int], ...]:
+        """The kind of each feature, as ``(kind, count)`` runs in feature order: one run of ``kind`` unless the
+        mixer joins several (a parallel hybrid: its attention heads, then its state-space heads)."""
+        return ((self.kind, self.n_features),)
 
     def mixing(self, prepared: Any, intervention: LayerIntervention | None = None) -> torch.Tensor:
         """The mixed features [B, T, F, P], changed by ``intervention`` where given."""

@@ -68,6 +68,8 @@ FAMILIES: tuple[Family, ...] = (
     Family("granitemoehybrid", ("granitemoehybrid",), "infoflow.models.granite_hybrid"),
     Family("nemotron_h", ("nemotron_h",), "infoflow.models.nemotron_h"),
     Family("jamba", ("jamba",), "infoflow.models.jamba"),
+    Family("falcon_h1", ("falcon_h1",), "infoflow.models.falcon_h1"),
+    Family("zamba2", ("zamba2",), "infoflow.models.zamba2"),
 )
 
 

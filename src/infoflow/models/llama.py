@@ -24,7 +24,7 @@ from transformers import PretrainedConfig
 from transformers.activations import ACT2FN
 
 from infoflow.models.attention import AttentionInputs
-from infoflow.models.base import Block, CausalLM, RMSNorm
+from infoflow.models.base import Block, CausalLM, RMSNorm, TokenMixer
 from infoflow.models.families import StateDict, renamer
 from infoflow.models.rotary import Rotary, RotaryAttention
 
@@ -86,32 +86,41 @@ class GatedMLP(nn.Module):
         return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
 
 
+def pre_norm_blocks(
+    config: PretrainedConfig, mixer: Callable[[int, Rotary], TokenMixer], mlp: Callable[[], nn.Module]
+) -> list[Block]:
+    """Llama's layers ``h += mixer(norm(h)); h += mlp(norm(h))`` (RMSNorms), with ``mixer(layer, rotary)``
+    (one rotary table shared by every layer) and ``mlp()`` the family's."""
+    if config.hidden_act not in ACT2FN:
+        raise ValueError(f"unknown hidden_act {config.hidden_act!r}")
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    rotary = Rotary(config, head_dim)
+    d_model, eps = config.hidden_size, config.rms_norm_eps
+    return [
+        Block(RMSNorm(d_model, eps), mixer(layer, rotary), RMSNorm(d_model, eps), mlp())
+        for layer in range(config.num_hidden_layers)
+    ]
+
+
 def build(
     config: PretrainedConfig,
     family: str = "llama",
     attention: Callable[[PretrainedConfig, int, Rotary], LlamaAttention] = LlamaAttention,
 ) -> CausalLM:
     """A Llama / Qwen2 / Mistral model from a transformers config (Qwen3: the same with its ``attention``)."""
-    if config.hidden_act not in ACT2FN:
-        raise ValueError(f"unknown hidden_act {config.hidden_act!r}")
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    rotary = Rotary(config, head_dim)  # shared by every layer
-    d_model, eps = config.hidden_size, config.rms_norm_eps
-    blocks = [
-        Block(
-            RMSNorm(d_model, eps),
-            attention(config, layer, rotary),
-            RMSNorm(d_model, eps),
-            GatedMLP(d_model, config.intermediate_size, config.hidden_act, getattr(config, "mlp_bias", False)),
-        )
-        for layer in range(config.num_hidden_layers)
-    ]
+    blocks = pre_norm_blocks(
+        config,
+        lambda layer, rotary: attention(config, layer, rotary),
+        lambda: GatedMLP(
+            config.hidden_size, config.intermediate_size, config.hidden_act, getattr(config, "mlp_bias", False)
+        ),
+    )
     return CausalLM(
         family=family,
-        embed=nn.Embedding(config.vocab_size, d_model),
+        embed=nn.Embedding(config.vocab_size, config.hidden_size),
         blocks=blocks,
-        final_norm=RMSNorm(d_model, eps),
-        lm_head=nn.Linear(d_model, config.vocab_size, bias=False),
+        final_norm=RMSNorm(config.hidden_size, config.rms_norm_eps),
+        lm_head=nn.Linear(config.hidden_size, config.vocab_size, bias=False),
     )
 
 

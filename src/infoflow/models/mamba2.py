@@ -29,18 +29,21 @@ from infoflow.models.tails import TailRows
 
 
 class GatedRMSNorm(nn.Module):
-    """``w * g / rms(g)`` with ``g = y * silu(z)`` (fp32), the rms taken over each group of ``group_size`` channels."""
+    """``w * g / rms(g)`` with ``g = y * silu(z)`` (fp32), the rms taken over each group of ``group_size`` channels;
+    with ``norm_before_gate`` (Falcon-H1) ``(w * y / rms(y)) * silu(z)`` instead."""
 
-    def __init__(self, dim: int, eps: float, group_size: int) -> None:
+    def __init__(self, dim: int, eps: float, group_size: int, norm_before_gate: bool = False) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
-        self.eps, self.group_size = eps, group_size
+        self.eps, self.group_size, self.norm_before_gate = eps, group_size, norm_before_gate
 
     def forward(self, y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """y, z [B, T, Di] -> [B, T, Di] fp32."""
-        groups = (y.float() * F.silu(z.float())).unflatten(-1, (-1, self.group_size))  # [B, T, Di / group, group]
+        gated = y.float() if self.norm_before_gate else y.float() * F.silu(z.float())
+        groups = gated.unflatten(-1, (-1, self.group_size))  # [B, T, Di / group, group]
         normed = groups * torch.rsqrt(groups.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight.float() * normed.flatten(-2)
+        out = self.weight.float() * normed.flatten(-2)
+        return out * F.silu(z.float()) if self.norm_before_gate else out
 
 
 @dataclass
@@ -107,9 +110,13 @@ class Mamba2Mixer(TokenMixer):
         )
         return x.unflatten(-1, (self.n_features, self.head_dim)), B, C
 
+    def in_projection(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden [B, T, D] -> [z, xBC_raw, dt] [B, T, Di + (Di + 2 G N) + H]."""
+        return self.in_proj(hidden)
+
     def projections(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """hidden [B, T, D] -> z [B, T, Di], xBC_raw [B, T, Di + 2 G N], Delta [B, T, H] (fp32)."""
-        z, xBC_raw, dt = torch.split(self.in_proj(hidden), [self.d_inner, self.conv_dim, self.n_features], dim=-1)
+        z, xBC_raw, dt = torch.split(self.in_projection(hidden), [self.d_inner, self.conv_dim, self.n_features], dim=-1)
         delta = F.softplus(dt.float() + self.dt_bias.float()).clamp(*self.time_step_limit)
         return z, xBC_raw, delta
 

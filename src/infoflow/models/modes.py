@@ -21,8 +21,10 @@ class MixerKind(StrEnum):
     ATTENTION = "attention"
     SELECTIVE_SCAN = "selective_scan"  # Mamba-1: one decay per channel and state
     SSD = "ssd"  # Mamba-2: one scalar decay per head
+    PARALLEL = "parallel"  # attention and a state-space branch side by side (Falcon-H1); features of both kinds
 
     @property
     def is_recurrent(self) -> bool:
-        """A recurrence (state-space or linear RNN) rather than softmax attention or no mixing."""
+        """A recurrence (state-space or linear RNN) rather than softmax attention or no mixing, or a layer with one
+        in it (a parallel hybrid)."""
         return self not in (MixerKind.ATTENTION, MixerKind.NONE)

@@ -148,6 +148,17 @@ MODELS: tuple[ModelEntry, ...] = (
         )
         for size in ("4B", "8B")
     ),
+    _hub(
+        "falcon-h1-tiny-90m",
+        "tiiuae/Falcon-H1-Tiny-90M-Base",
+        "falcon_h1",
+        24,
+        "Falcon-H1-Tiny 90M base (attention and Mamba-2 in parallel in every layer)",
+    ),
+    _hub("falcon-h1-0.5b", "tiiuae/Falcon-H1-0.5B-Base", "falcon_h1", 36, "Falcon-H1 0.5B base (parallel hybrid)"),
+    # Zamba2: each hybrid layer counts as two layers here (the shared block's call site, then Mamba-2)
+    _hub("zamba2-1.2b", "Zyphra/Zamba2-1.2B", "zamba2", 44, "Zamba2 1.2B (38 Mamba-2 layers, 6 shared-block calls)"),
+    _hub("zamba2-2.7b", "Zyphra/Zamba2-2.7B", "zamba2", 63, "Zamba2 2.7B (54 Mamba-2 layers, 9 calls of 2 blocks)"),
 )
 
 
