@@ -18,6 +18,7 @@ from transformers import (
 )
 
 from infoflow.models.base import CausalLM
+from infoflow.models.modes import KnockoutMode
 from tests.oracle import randomize_, save_and_load
 
 # The models under test are small: one thread runs them fastest, and far faster when other processes share
@@ -58,6 +59,11 @@ TINY_MODELS = {
     ),
 }
 SSM_FAMILIES = ("mamba", "falcon_mamba", "mamba2")
+
+
+def supported_modes(model: CausalLM) -> list[KnockoutMode]:
+    """The knockout modes some layer of ``model`` supports, in their declared order."""
+    return [mode for mode in KnockoutMode if any(mode in model.mixer(i).knockout_modes for i in range(model.n_layers))]
 
 
 @pytest.fixture(scope="session")

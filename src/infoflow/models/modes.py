@@ -6,12 +6,19 @@ from enum import StrEnum
 
 
 class KnockoutMode(StrEnum):
-    """How a recurrent mixer removes a blocked edge (attention has one way: its logit is set to -inf)."""
+    """How a recurrent mixer removes a blocked edge (attention has one way: its logit is set to -inf).
+
+    ``WRITE_ONLY`` is another name for ``ZERO_ATTENTION`` (what it means on a delta-rule layer).
+    """
 
     # alpha[t, s, f] = 0: the source's term is removed, the decay between s and t is kept (reference default)
     ZERO_ATTENTION = "zero-attention"
     # Delta[s] = 0 for the target's view: the source adds nothing *and* its step does not decay the state
     ZERO_DELTA = "zero-delta"
+    # delta rule (Gated DeltaNet): beta[s] = 0 for the target's view: the source neither writes nor erases
+    WRITE_AND_ERASE = "write-and-erase"
+    # delta rule: zero-attention removes the source's write only (its erasure of earlier memory stays)
+    WRITE_ONLY = "zero-attention"
 
 
 class MixerKind(StrEnum):
@@ -20,6 +27,8 @@ class MixerKind(StrEnum):
     ATTENTION = "attention"
     SELECTIVE_SCAN = "selective_scan"  # Mamba-1: one decay per channel and state
     SSD = "ssd"  # Mamba-2: one scalar decay per head
+    GATED_DELTA = "gated_delta"  # Gated DeltaNet: the gated delta rule, one scalar gate per head
+    SHORT_CONV = "short_conv"  # LFM2: a gated short convolution (a banded mixing, no state beyond the kernel)
 
     @property
     def is_recurrent(self) -> bool:
