@@ -15,6 +15,8 @@ from transformers import (
     Mamba2ForCausalLM,
     MambaConfig,
     MambaForCausalLM,
+    Qwen3NextConfig,
+    Qwen3NextForCausalLM,
 )
 
 from infoflow.models.base import CausalLM
@@ -57,8 +59,27 @@ TINY_MODELS = {
             num_key_value_heads=2,
         )
     ),
+    "qwen3_next": lambda: Qwen3NextForCausalLM(
+        Qwen3NextConfig(
+            vocab_size=TINY_VOCAB,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=8,
+            linear_key_head_dim=4,
+            linear_value_head_dim=4,
+            linear_num_key_heads=2,
+            linear_num_value_heads=4,
+            num_experts=4,
+            num_experts_per_tok=2,
+            moe_intermediate_size=8,
+            shared_expert_intermediate_size=8,
+        )
+    ),
 }
-SSM_FAMILIES = ("mamba", "falcon_mamba", "mamba2")
+SSM_FAMILIES = ("mamba", "falcon_mamba", "mamba2", "qwen3_next")
 
 
 def supported_modes(model: CausalLM) -> list[KnockoutMode]:

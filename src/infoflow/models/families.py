@@ -57,6 +57,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("mamba2", ("mamba2",), "infoflow.models.mamba2"),
     Family("gpt2", ("gpt2",), "infoflow.models.gpt2"),
     Family("llama", ("llama", "qwen2", "mistral"), "infoflow.models.llama"),
+    Family("qwen3_next", ("qwen3_next",), "infoflow.models.qwen3_next"),
 )
 
 
