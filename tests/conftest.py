@@ -9,6 +9,8 @@ from transformers import (
     FalconMambaForCausalLM,
     GPT2Config,
     GPT2LMHeadModel,
+    Lfm2Config,
+    Lfm2ForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
     Mamba2Config,
@@ -76,6 +78,18 @@ TINY_MODELS = {
             num_experts_per_tok=2,
             moe_intermediate_size=8,
             shared_expert_intermediate_size=8,
+        )
+    ),
+    "lfm2": lambda: Lfm2ForCausalLM(
+        Lfm2Config(
+            vocab_size=TINY_VOCAB,
+            hidden_size=16,
+            intermediate_size=48,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            layer_types=["conv", "full_attention", "conv", "conv"],
+            block_multiple_of=8,
         )
     ),
 }

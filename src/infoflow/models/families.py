@@ -58,6 +58,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("gpt2", ("gpt2",), "infoflow.models.gpt2"),
     Family("llama", ("llama", "qwen2", "mistral"), "infoflow.models.llama"),
     Family("qwen3_next", ("qwen3_next",), "infoflow.models.qwen3_next"),
+    Family("lfm2", ("lfm2",), "infoflow.models.lfm2"),
 )
 
 

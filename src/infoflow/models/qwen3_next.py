@@ -17,7 +17,9 @@ shared expert with a sigmoid gate) or dense SwiGLU (``mlp_only_layers``).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -176,43 +178,57 @@ class GatedDeltaNet(TokenMixer):
 
 @dataclass
 class GatedAttentionInputs(AttentionInputs):
-    gate: torch.Tensor  # [B, T, H * P] output gate (before the sigmoid)
+    gate: torch.Tensor  # [B, T, H * P] output gate before the sigmoid
 
 
-class GatedAttention(CausalSelfAttention):
-    """Softmax attention with per-head q/k RMSNorms, partial rotary and a sigmoid output gate."""
+class NormedAttention(CausalSelfAttention):
+    """Softmax attention with RMSNorms on each head's q and k (before rotary), rotary on the first
+    ``rotary_dim`` channels of a head, and optionally a sigmoid output gate per channel:
+    ``o_proj(attn * sigmoid(gate))``, the gate read from the q projection (per head: [query, gate])."""
 
-    def __init__(self, config: PretrainedConfig, rotary: Rotary) -> None:
-        n_heads, n_kv_heads, head_dim = config.num_attention_heads, config.num_key_value_heads, config.head_dim
+    def __init__(
+        self,
+        config: PretrainedConfig,
+        rotary: Rotary,
+        norm: Callable[[int], nn.Module],
+        output_gate: bool,
+        bias: bool = False,
+    ) -> None:
+        n_heads, n_kv_heads = config.num_attention_heads, config.num_key_value_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_heads
         super().__init__(n_heads, n_kv_heads, head_dim, head_dim**-0.5, None)
-        self.rotary, self.rotary_dim = rotary, 2 * rotary.inv_freq.numel()
-        d_model, bias = config.hidden_size, config.attention_bias
-        self.q_proj = nn.Linear(d_model, 2 * n_heads * head_dim, bias=bias)  # per head: [query, gate]
+        self.rotary, self.rotary_dim, self.output_gate = rotary, 2 * rotary.inv_freq.numel(), output_gate
+        d_model = config.hidden_size
+        self.q_proj = nn.Linear(d_model, (2 if output_gate else 1) * n_heads * head_dim, bias=bias)
         self.k_proj = nn.Linear(d_model, n_kv_heads * head_dim, bias=bias)
         self.v_proj = nn.Linear(d_model, n_kv_heads * head_dim, bias=bias)
         self.o_proj = nn.Linear(n_heads * head_dim, d_model, bias=bias)
-        self.q_norm = OffsetRMSNorm(head_dim, config.rms_norm_eps)
-        self.k_norm = OffsetRMSNorm(head_dim, config.rms_norm_eps)
+        self.q_norm, self.k_norm = norm(head_dim), norm(head_dim)
 
-    def prepare(self, hidden: torch.Tensor) -> GatedAttentionInputs:
+    def prepare(self, hidden: torch.Tensor) -> AttentionInputs:
         return self.heads(hidden, start=0)
 
     def prepare_tail(
-        self, hidden_tail: torch.Tensor, prefix: GatedAttentionInputs, start: int, rows: TailRows
-    ) -> GatedAttentionInputs:
+        self, hidden_tail: torch.Tensor, prefix: AttentionInputs, start: int, rows: TailRows
+    ) -> AttentionInputs:
         return self.heads(hidden_tail, start)
 
-    def heads(self, hidden: torch.Tensor, start: int) -> GatedAttentionInputs:
+    def heads(self, hidden: torch.Tensor, start: int) -> AttentionInputs:
         """Normed, rotated heads of ``hidden`` [B, T, D] at positions start..start+T-1."""
-        q, gate = self.q_proj(hidden).unflatten(-1, (self.n_features, 2 * self.head_dim)).chunk(2, dim=-1)
+        q, gate = self.q_proj(hidden).unflatten(-1, (self.n_features, -1)), None
+        if self.output_gate:
+            q, gate = q.chunk(2, dim=-1)
         k, v = (proj(hidden).unflatten(-1, (self.n_kv_heads, self.head_dim)) for proj in (self.k_proj, self.v_proj))
         q, k = self.q_norm(q), self.k_norm(k)
         cos, sin = (x[:, None] for x in self.rotary.cos_sin(start, start + hidden.shape[1], hidden))  # [T, 1, R]
         q, k = (torch.cat([rotate(x[..., : self.rotary_dim], cos, sin), x[..., self.rotary_dim :]], -1) for x in (q, k))
+        if gate is None:
+            return AttentionInputs(q=q, k=k, v=v)
         return GatedAttentionInputs(q=q, k=k, v=v, gate=gate.flatten(2))
 
-    def project(self, mixed: torch.Tensor, p: GatedAttentionInputs) -> torch.Tensor:
-        return self.o_proj(mixed.flatten(2).to(p.gate.dtype) * torch.sigmoid(p.gate))
+    def project(self, mixed: torch.Tensor, p: AttentionInputs) -> torch.Tensor:
+        y = mixed.flatten(2).to(p.v.dtype)
+        return self.o_proj(y * torch.sigmoid(p.gate) if isinstance(p, GatedAttentionInputs) else y)
 
 
 class Experts(nn.Module):
@@ -277,7 +293,8 @@ def mixer(config: PretrainedConfig, layer: int, rotary: Rotary) -> TokenMixer:
     if kind == "linear_attention":
         return GatedDeltaNet(config)
     if kind == "full_attention":
-        return GatedAttention(config, rotary)
+        norm = partial(OffsetRMSNorm, eps=config.rms_norm_eps)
+        return NormedAttention(config, rotary, norm, output_gate=True, bias=config.attention_bias)
     raise ValueError(f"layer {layer} has layer type {kind!r}; expected linear_attention or full_attention")
 
 
