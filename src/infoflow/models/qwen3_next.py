@@ -17,6 +17,7 @@ shared expert with a sigmoid gate) or dense SwiGLU (``mlp_only_layers``).
 from __future__ import annotations
 
 import re
+from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -79,7 +80,7 @@ class GatedDeltaInputs:
 
 
 class GatedDeltaNet(TokenMixer):
-    """The gated delta rule mixer; each value head is a feature.
+    """The gated delta rule mixer; each value head is a feature (subclasses own the input projections).
 
     Knockout modes (see ``delta_rule``): zero-attention is the write-only reading (A[t, s] = 0: the source's
     erasure of earlier memory stays), write-and-erase sets beta_s = 0 for the target, zero-delta also drops
@@ -99,29 +100,18 @@ class GatedDeltaNet(TokenMixer):
             config.linear_key_head_dim,
             config.linear_value_head_dim,
         )
-        d_model, kernel = config.hidden_size, config.linear_conv_kernel_dim
+        kernel = config.linear_conv_kernel_dim
         self.conv_dim = conv_dim = 2 * self.n_key_heads * self.key_dim + heads * self.value_dim
-        self.in_proj_qkvz = nn.Linear(d_model, conv_dim + heads * self.value_dim, bias=False)
-        self.in_proj_ba = nn.Linear(d_model, 2 * heads, bias=False)
         self.conv1d = nn.Conv1d(conv_dim, conv_dim, kernel, groups=conv_dim, padding=kernel - 1, bias=False)
         self.dt_bias = nn.Parameter(torch.ones(heads))
         self.A_log = nn.Parameter(torch.zeros(heads))
         self.norm = GatedHeadNorm(self.value_dim, config.rms_norm_eps)
-        self.out_proj = nn.Linear(heads * self.value_dim, d_model, bias=False)
+        self.out_proj = nn.Linear(heads * self.value_dim, config.hidden_size, bias=False)
 
+    @abstractmethod
     def projections(self, hidden: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """hidden [B, T, D] -> qkv_raw [B, T, 2 Hk K + H V], z [B, T, H, V], b, a [B, T, H].
-
-        The fused projections are laid out per key head: [q, k, v of its value heads, z of them] and
-        [b, a of its value heads].
-        """
-        per_key_head = self.n_features // self.n_key_heads  # value heads per key head
-        qkvz = self.in_proj_qkvz(hidden).unflatten(-1, (self.n_key_heads, -1))  # [B, T, Hk, ...]
-        widths = [self.key_dim, self.key_dim, per_key_head * self.value_dim, per_key_head * self.value_dim]
-        q, k, v, z = torch.split(qkvz, widths, dim=-1)
-        b, a = torch.split(self.in_proj_ba(hidden).unflatten(-1, (self.n_key_heads, -1)), per_key_head, dim=-1)
-        qkv_raw = torch.cat([q.flatten(2), k.flatten(2), v.flatten(2)], dim=-1)
-        return qkv_raw, z.flatten(2).unflatten(-1, (self.n_features, -1)), b.flatten(2), a.flatten(2)
+        """hidden [B, T, D] -> qkv_raw [B, T, 2 Hk K + H V] (q, k, v before the conv), z [B, T, H, V],
+        b, a [B, T, H]."""
 
     def delta_inputs(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """qkv = silu(conv(qkv_raw)) [B, T, 2 Hk K + H V] -> q, k [B, T, H, K] (normalised), v [B, T, H, V]."""
@@ -174,6 +164,26 @@ class GatedDeltaNet(TokenMixer):
 
     def decay_norms(self) -> torch.Tensor:
         return torch.exp(-torch.exp(self.A_log.float()))  # [H], the gate at softplus(a + dt_bias) = 1
+
+
+class FusedGatedDeltaNet(GatedDeltaNet):
+    """Qwen3-Next's projections: fused, laid out per key head as [q, k, v of its value heads, z of them] and
+    [b, a of its value heads]."""
+
+    def __init__(self, config: PretrainedConfig) -> None:
+        super().__init__(config)
+        heads, d_model = self.n_features, config.hidden_size
+        self.in_proj_qkvz = nn.Linear(d_model, self.conv_dim + heads * self.value_dim, bias=False)
+        self.in_proj_ba = nn.Linear(d_model, 2 * heads, bias=False)
+
+    def projections(self, hidden: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        per_key_head = self.n_features // self.n_key_heads  # value heads per key head
+        qkvz = self.in_proj_qkvz(hidden).unflatten(-1, (self.n_key_heads, -1))  # [B, T, Hk, ...]
+        widths = [self.key_dim, self.key_dim, per_key_head * self.value_dim, per_key_head * self.value_dim]
+        q, k, v, z = torch.split(qkvz, widths, dim=-1)
+        b, a = torch.split(self.in_proj_ba(hidden).unflatten(-1, (self.n_key_heads, -1)), per_key_head, dim=-1)
+        qkv_raw = torch.cat([q.flatten(2), k.flatten(2), v.flatten(2)], dim=-1)
+        return qkv_raw, z.flatten(2).unflatten(-1, (self.n_features, -1)), b.flatten(2), a.flatten(2)
 
 
 @dataclass
@@ -264,7 +274,7 @@ class SparseMoE(nn.Module):
     def __init__(self, config: PretrainedConfig) -> None:
         super().__init__()
         d_model = config.hidden_size
-        self.top_k, self.norm_topk_prob = config.num_experts_per_tok, config.norm_topk_prob
+        self.top_k, self.norm_topk_prob = config.num_experts_per_tok, getattr(config, "norm_topk_prob", True)
         self.gate = nn.Linear(d_model, config.num_experts, bias=False)  # the router
         self.experts = Experts(config.num_experts, d_model, config.moe_intermediate_size, config.hidden_act)
         self.shared_expert = GatedMLP(d_model, config.shared_expert_intermediate_size, config.hidden_act, False)
@@ -284,14 +294,22 @@ class SparseMoE(nn.Module):
 def is_sparse(config: PretrainedConfig, layer: int) -> bool:
     """transformers' rule: MoE every ``decoder_sparse_step`` layers, except ``mlp_only_layers``."""
     return (
-        layer not in config.mlp_only_layers and config.num_experts > 0 and (layer + 1) % config.decoder_sparse_step == 0
+        layer not in (getattr(config, "mlp_only_layers", None) or [])
+        and getattr(config, "num_experts", 0) > 0
+        and (layer + 1) % getattr(config, "decoder_sparse_step", 1) == 0
     )
 
 
-def mixer(config: PretrainedConfig, layer: int, rotary: Rotary) -> TokenMixer:
+def mlp(config: PretrainedConfig, layer: int) -> nn.Module:
+    if is_sparse(config, layer):
+        return SparseMoE(config)
+    return GatedMLP(config.hidden_size, config.intermediate_size, config.hidden_act, False)
+
+
+def mixer(config: PretrainedConfig, layer: int, rotary: Rotary, delta_net: type[GatedDeltaNet]) -> TokenMixer:
     kind = config.layer_types[layer]
     if kind == "linear_attention":
-        return GatedDeltaNet(config)
+        return delta_net(config)
     if kind == "full_attention":
         norm = partial(OffsetRMSNorm, eps=config.rms_norm_eps)
         return NormedAttention(config, rotary, norm, output_gate=True, bias=config.attention_bias)
@@ -306,21 +324,24 @@ def partial_rotary(config: PretrainedConfig) -> Rotary:
 
 def build(config: PretrainedConfig) -> CausalLM:
     """A Qwen3-Next model from a transformers ``Qwen3NextConfig``."""
+    return build_hybrid(config, "qwen3_next", FusedGatedDeltaNet)
+
+
+def build_hybrid(config: PretrainedConfig, family: str, delta_net: type[GatedDeltaNet]) -> CausalLM:
+    """Gated DeltaNet and gated attention layers (by ``layer_types``), MoE or dense MLPs, offset norms."""
     rotary = partial_rotary(config)
     d_model, eps = config.hidden_size, config.rms_norm_eps
     blocks = [
         Block(
             OffsetRMSNorm(d_model, eps),
-            mixer(config, layer, rotary),
+            mixer(config, layer, rotary, delta_net),
             OffsetRMSNorm(d_model, eps),
-            SparseMoE(config)
-            if is_sparse(config, layer)
-            else GatedMLP(d_model, config.intermediate_size, config.hidden_act, False),
+            mlp(config, layer),
         )
         for layer in range(config.num_hidden_layers)
     ]
     return CausalLM(
-        family="qwen3_next",
+        family=family,
         embed=nn.Embedding(config.vocab_size, d_model),
         blocks=blocks,
         final_norm=OffsetRMSNorm(d_model, eps),
