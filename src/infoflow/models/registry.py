@@ -64,6 +64,29 @@ MODELS: tuple[ModelEntry, ...] = (
     _hub("qwen2.5-0.5b", "Qwen/Qwen2.5-0.5B", "llama", 24, "Qwen2.5 0.5B"),
     _hub("qwen2.5-1.5b", "Qwen/Qwen2.5-1.5B", "llama", 28, "Qwen2.5 1.5B"),
     _hub("smollm2-135m", "HuggingFaceTB/SmolLM2-135M", "llama", 30, "SmolLM2 135M (Llama architecture)"),
+    _hub("qwen3.5-0.8b", "Qwen/Qwen3.5-0.8B", "qwen3_5", 24, "Qwen3.5 0.8B (Gated DeltaNet 3:1 attention; text model)"),
+    _hub("qwen3.5-0.8b-base", "Qwen/Qwen3.5-0.8B-Base", "qwen3_5", 24, "Qwen3.5 0.8B base (Gated DeltaNet hybrid)"),
+    _hub("qwen3.5-9b", "Qwen/Qwen3.5-9B", "qwen3_5", 32, "Qwen3.5 9B (Gated DeltaNet 3:1 attention; text model)"),
+    *(
+        _hub(
+            f"qwen3-next-80b-a3b-{variant.lower()}",
+            f"Qwen/Qwen3-Next-80B-A3B-{variant}",
+            "qwen3_next",
+            48,
+            f"Qwen3-Next 80B-A3B {variant} (Gated DeltaNet 3:1 gated attention, MoE)",
+        )
+        for variant in ("Instruct", "Thinking")
+    ),
+    *(
+        _hub(
+            f"lfm2-{size.lower()}",
+            f"LiquidAI/LFM2-{size}",
+            "lfm2",
+            16,
+            f"LFM2 {size} (gated short convolutions + attention)",
+        )
+        for size in ("350M", "700M", "1.2B")
+    ),
 )
 
 
