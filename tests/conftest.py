@@ -17,6 +17,8 @@ from transformers import (
     Mamba2ForCausalLM,
     MambaConfig,
     MambaForCausalLM,
+    OlmoHybridConfig,
+    OlmoHybridForCausalLM,
     Qwen3NextConfig,
     Qwen3NextForCausalLM,
 )
@@ -92,8 +94,24 @@ TINY_MODELS = {
             block_multiple_of=8,
         )
     ),
+    "olmo_hybrid": lambda: OlmoHybridForCausalLM(
+        OlmoHybridConfig(
+            vocab_size=TINY_VOCAB,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            layer_types=["linear_attention", "full_attention", "linear_attention", "linear_attention"],
+            linear_num_key_heads=2,
+            linear_num_value_heads=4,
+            linear_key_head_dim=4,
+            linear_value_head_dim=4,
+            pad_token_id=0,
+            eos_token_id=1,
+        )
+    ),
 }
-SSM_FAMILIES = ("mamba", "falcon_mamba", "mamba2", "qwen3_next")
+SSM_FAMILIES = ("mamba", "falcon_mamba", "mamba2", "qwen3_next", "olmo_hybrid")
 
 
 def supported_modes(model: CausalLM) -> list[KnockoutMode]:

@@ -88,9 +88,11 @@ def knocked(inputs_: tuple[torch.Tensor, ...], edges: set[tuple[int, int]], mode
     return out
 
 
+@pytest.mark.parametrize("beta_scale", [1.0, 2.0])  # 2: OLMo-Hybrid's beta in (0, 2) (negative eigenvalues)
 @pytest.mark.parametrize("mode", [KnockoutMode.WRITE_ONLY, KnockoutMode.WRITE_AND_ERASE, KnockoutMode.ZERO_DELTA])
-def test_each_mode_equals_the_recurrence_with_the_edge_removed_by_hand(mode):
-    case = inputs(8, seed=4)
+def test_each_mode_equals_the_recurrence_with_the_edge_removed_by_hand(mode, beta_scale):
+    q, k, v, g, beta = inputs(8, seed=4)
+    case = (q, k, v, g, beta * beta_scale)
     edges = {(7, 2), (7, 5), (5, 1), (3, 3), (6, 0)}
     expected = hand_knocked(case, edges, mode)
     ours = knocked(case, edges, mode)

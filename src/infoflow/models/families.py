@@ -59,6 +59,7 @@ FAMILIES: tuple[Family, ...] = (
     Family("llama", ("llama", "qwen2", "mistral"), "infoflow.models.llama"),
     Family("qwen3_next", ("qwen3_next",), "infoflow.models.qwen3_next"),
     Family("lfm2", ("lfm2",), "infoflow.models.lfm2"),
+    Family("olmo_hybrid", ("olmo_hybrid",), "infoflow.models.olmo_hybrid"),
     Family("qwen3_5", ("qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text"), "infoflow.models.qwen3_5"),
 )
 

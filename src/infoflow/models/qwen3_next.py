@@ -76,7 +76,7 @@ class GatedDeltaInputs:
     k: torch.Tensor  # [B, T, H, K] fp32, l2-normalised, repeated for the value heads
     v: torch.Tensor  # [B, T, H, V] fp32
     log_gate: torch.Tensor  # [B, T, H] fp32, g <= 0
-    beta: torch.Tensor  # [B, T, H] fp32, in (0, 1)
+    beta: torch.Tensor  # [B, T, H] fp32, in (0, 1) (or (0, 2) with beta_scale 2)
 
 
 class GatedDeltaNet(TokenMixer):
@@ -92,8 +92,11 @@ class GatedDeltaNet(TokenMixer):
     knockout_modes = frozenset({KnockoutMode.ZERO_ATTENTION, KnockoutMode.WRITE_AND_ERASE, KnockoutMode.ZERO_DELTA})
     supports_strict = True
 
-    def __init__(self, config: PretrainedConfig) -> None:
+    def __init__(self, config: PretrainedConfig, norm_eps: float | None = None, beta_scale: float = 1.0) -> None:
+        """``norm_eps``: the output norm's (default: ``rms_norm_eps``); ``beta_scale``: beta = scale * sigmoid(b)
+        (2 lets the transition's eigenvalues go negative, as OLMo-Hybrid's ``allow_neg_eigval``)."""
         super().__init__()
+        self.beta_scale = beta_scale
         self.n_features = heads = config.linear_num_value_heads
         self.n_key_heads, self.key_dim, self.value_dim = (
             config.linear_num_key_heads,
@@ -105,7 +108,7 @@ class GatedDeltaNet(TokenMixer):
         self.conv1d = nn.Conv1d(conv_dim, conv_dim, kernel, groups=conv_dim, padding=kernel - 1, bias=False)
         self.dt_bias = nn.Parameter(torch.ones(heads))
         self.A_log = nn.Parameter(torch.zeros(heads))
-        self.norm = GatedHeadNorm(self.value_dim, config.rms_norm_eps)
+        self.norm = GatedHeadNorm(self.value_dim, config.rms_norm_eps if norm_eps is None else norm_eps)
         self.out_proj = nn.Linear(heads * self.value_dim, config.hidden_size, bias=False)
 
     @abstractmethod
@@ -128,7 +131,7 @@ class GatedDeltaNet(TokenMixer):
         """Prepared inputs from the projections and the conv output ``qkv`` = silu(conv(qkv_raw))."""
         q, k, v = self.delta_inputs(qkv)
         log_gate = -self.A_log.float().exp() * F.softplus(a.float() + self.dt_bias.float())  # [B, T, H]
-        return GatedDeltaInputs(qkv_raw, z, q, k, v, log_gate, torch.sigmoid(b.float()))
+        return GatedDeltaInputs(qkv_raw, z, q, k, v, log_gate, self.beta_scale * torch.sigmoid(b.float()))
 
     def prepare(self, hidden: torch.Tensor) -> GatedDeltaInputs:
         qkv_raw, z, b, a = self.projections(hidden)
@@ -192,28 +195,31 @@ class GatedAttentionInputs(AttentionInputs):
 
 
 class NormedAttention(CausalSelfAttention):
-    """Softmax attention with RMSNorms on each head's q and k (before rotary), rotary on the first
-    ``rotary_dim`` channels of a head, and optionally a sigmoid output gate per channel:
+    """Softmax attention with RMSNorms on q and k (per head, or over all heads; before rotary), rotary on the first
+    channels of a head (``rotary`` None: no positions), and optionally a sigmoid output gate per channel:
     ``o_proj(attn * sigmoid(gate))``, the gate read from the q projection (per head: [query, gate])."""
 
     def __init__(
         self,
         config: PretrainedConfig,
-        rotary: Rotary,
+        rotary: Rotary | None,
         norm: Callable[[int], nn.Module],
         output_gate: bool,
         bias: bool = False,
+        norm_over_heads: bool = False,
     ) -> None:
         n_heads, n_kv_heads = config.num_attention_heads, config.num_key_value_heads
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_heads
         super().__init__(n_heads, n_kv_heads, head_dim, head_dim**-0.5, None)
-        self.rotary, self.rotary_dim, self.output_gate = rotary, 2 * rotary.inv_freq.numel(), output_gate
+        self.rotary, self.output_gate = rotary, output_gate
         d_model = config.hidden_size
         self.q_proj = nn.Linear(d_model, (2 if output_gate else 1) * n_heads * head_dim, bias=bias)
         self.k_proj = nn.Linear(d_model, n_kv_heads * head_dim, bias=bias)
         self.v_proj = nn.Linear(d_model, n_kv_heads * head_dim, bias=bias)
         self.o_proj = nn.Linear(n_heads * head_dim, d_model, bias=bias)
-        self.q_norm, self.k_norm = norm(head_dim), norm(head_dim)
+        self.norm_over_heads = norm_over_heads  # one norm over all heads' channels (OLMo) instead of per head
+        self.q_norm = norm(n_heads * head_dim if norm_over_heads else head_dim)
+        self.k_norm = norm(n_kv_heads * head_dim if norm_over_heads else head_dim)
 
     def prepare(self, hidden: torch.Tensor) -> AttentionInputs:
         return self.heads(hidden, start=0)
@@ -229,12 +235,23 @@ class NormedAttention(CausalSelfAttention):
         if self.output_gate:
             q, gate = q.chunk(2, dim=-1)
         k, v = (proj(hidden).unflatten(-1, (self.n_kv_heads, self.head_dim)) for proj in (self.k_proj, self.v_proj))
-        q, k = self.q_norm(q), self.k_norm(k)
-        cos, sin = (x[:, None] for x in self.rotary.cos_sin(start, start + hidden.shape[1], hidden))  # [T, 1, R]
-        q, k = (torch.cat([rotate(x[..., : self.rotary_dim], cos, sin), x[..., self.rotary_dim :]], -1) for x in (q, k))
+        q, k = self.normed(q, self.q_norm), self.normed(k, self.k_norm)
+        if self.rotary is not None:
+            q, k = (self.rotate(x, start) for x in (q, k))
         if gate is None:
             return AttentionInputs(q=q, k=k, v=v)
         return GatedAttentionInputs(q=q, k=k, v=v, gate=gate.flatten(2))
+
+    def normed(self, x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+        """x [B, T, H, P] normed per head, or over all H P channels at once with ``norm_over_heads``."""
+        return norm(x.flatten(-2)).view_as(x) if self.norm_over_heads else norm(x)
+
+    def rotate(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """x [B, T, H, P] at positions start..start+T-1, rotated on its first R = 2 len(inv_freq) channels."""
+        assert self.rotary is not None
+        width = 2 * self.rotary.inv_freq.numel()
+        cos, sin = (c[:, None] for c in self.rotary.cos_sin(start, start + x.shape[1], x))  # [T, 1, R]
+        return torch.cat([rotate(x[..., :width], cos, sin), x[..., width:]], dim=-1)
 
     def project(self, mixed: torch.Tensor, p: AttentionInputs) -> torch.Tensor:
         y = mixed.flatten(2).to(p.v.dtype)
