@@ -77,6 +77,7 @@ MODELS: tuple[ModelEntry, ...] = (
         )
         for variant in ("Instruct", "Thinking")
     ),
+    _hub("olmo-hybrid-7b", "allenai/Olmo-Hybrid-7B", "olmo_hybrid", 32, "OLMo-Hybrid 7B (Gated DeltaNet + attention)"),
     *(
         _hub(
             f"lfm2-{size.lower()}",
