@@ -21,6 +21,8 @@ from transformers import (
     OlmoHybridForCausalLM,
     Qwen3NextConfig,
     Qwen3NextForCausalLM,
+    RecurrentGemmaConfig,
+    RecurrentGemmaForCausalLM,
 )
 
 from infoflow.models.base import CausalLM
@@ -110,8 +112,22 @@ TINY_MODELS = {
             eos_token_id=1,
         )
     ),
+    "recurrent_gemma": lambda: RecurrentGemmaForCausalLM(
+        RecurrentGemmaConfig(
+            vocab_size=TINY_VOCAB,
+            hidden_size=16,
+            lru_width=16,
+            intermediate_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            attention_window_size=4,
+            block_types=["recurrent", "attention", "recurrent"],
+            pad_token_id=0,
+        )
+    ),
 }
-SSM_FAMILIES = ("mamba", "falcon_mamba", "mamba2", "qwen3_next", "olmo_hybrid")
+SSM_FAMILIES = ("mamba", "falcon_mamba", "mamba2", "qwen3_next", "olmo_hybrid", "recurrent_gemma")
 
 
 def supported_modes(model: CausalLM) -> list[KnockoutMode]:

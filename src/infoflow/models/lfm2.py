@@ -29,7 +29,7 @@ from infoflow.models.base import Block, CausalLM, MixingTerms, RMSNorm, TokenMix
 from infoflow.models.families import StateDict, renamer
 from infoflow.models.llama import GatedMLP, Rotary
 from infoflow.models.modes import KnockoutMode, MixerKind
-from infoflow.models.qwen3_next import NormedAttention
+from infoflow.models.qwen3_next import HybridAttention
 from infoflow.models.ssm import causal_conv1d
 
 
@@ -106,7 +106,7 @@ def mixer(config: PretrainedConfig, layer: int, rotary: Rotary) -> TokenMixer:
     if kind == "conv":
         return ShortConv(config.hidden_size, config.conv_L_cache, config.conv_bias)
     if kind == "full_attention":
-        return NormedAttention(config, rotary, partial(RMSNorm, eps=config.norm_eps), output_gate=False)
+        return HybridAttention(config, rotary, partial(RMSNorm, eps=config.norm_eps), output_gate=False)
     raise ValueError(f"layer {layer} has layer type {kind!r}; expected conv or full_attention")
 
 

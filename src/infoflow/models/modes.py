@@ -28,9 +28,11 @@ class MixerKind(StrEnum):
     SELECTIVE_SCAN = "selective_scan"  # Mamba-1: one decay per channel and state
     SSD = "ssd"  # Mamba-2: one scalar decay per head
     GATED_DELTA = "gated_delta"  # Gated DeltaNet: the gated delta rule, one scalar gate per head
+    RG_LRU = "rg_lru"  # RecurrentGemma: a gated diagonal recurrence, one decay per channel
     SHORT_CONV = "short_conv"  # LFM2: a gated short convolution (a banded mixing, no state beyond the kernel)
 
     @property
     def is_recurrent(self) -> bool:
-        """A recurrence (state-space or linear RNN) rather than softmax attention."""
-        return self is not MixerKind.ATTENTION
+        """A recurrence (state-space or linear RNN, a state carried over any distance), not softmax attention
+        nor a short convolution."""
+        return self not in (MixerKind.ATTENTION, MixerKind.SHORT_CONV)

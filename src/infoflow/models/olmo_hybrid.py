@@ -21,7 +21,7 @@ from transformers import PretrainedConfig
 from infoflow.models.base import Block, CausalLM, RMSNorm, TokenMixer
 from infoflow.models.families import StateDict, renamer
 from infoflow.models.llama import GatedMLP, Rotary
-from infoflow.models.qwen3_next import GatedDeltaNet, NormedAttention
+from infoflow.models.qwen3_next import GatedDeltaNet, HybridAttention
 
 OUTPUT_NORM_EPS = 1e-5  # transformers' fixed eps of the delta-net output norm
 
@@ -59,7 +59,7 @@ def block(config: PretrainedConfig, layer: int, positions: Rotary | None) -> Blo
         return Block(RMSNorm(d_model, eps), OlmoGatedDeltaNet(config), RMSNorm(d_model, eps), mlp)
     if kind == "full_attention":
         norm = partial(RMSNorm, eps=eps)
-        attention: TokenMixer = NormedAttention(
+        attention: TokenMixer = HybridAttention(
             config, positions, norm, output_gate=False, bias=config.attention_bias, norm_over_heads=True
         )
         return Block(

@@ -194,32 +194,36 @@ class GatedAttentionInputs(AttentionInputs):
     gate: torch.Tensor  # [B, T, H * P] output gate before the sigmoid
 
 
-class NormedAttention(CausalSelfAttention):
-    """Softmax attention with RMSNorms on q and k (per head, or over all heads; before rotary), rotary on the first
-    channels of a head (``rotary`` None: no positions), and optionally a sigmoid output gate per channel:
+class HybridAttention(CausalSelfAttention):
+    """The softmax attention of the hybrid families: optional RMSNorms on q and k (per head, or over all heads
+    with ``norm_over_heads``; before rotary), rotary on the first channels of a head (``rotary`` None: no
+    positions), an optional sliding window, and optionally a sigmoid output gate per channel,
     ``o_proj(attn * sigmoid(gate))``, the gate read from the q projection (per head: [query, gate])."""
 
     def __init__(
         self,
         config: PretrainedConfig,
         rotary: Rotary | None,
-        norm: Callable[[int], nn.Module],
+        norm: Callable[[int], nn.Module] | None,
         output_gate: bool,
         bias: bool = False,
         norm_over_heads: bool = False,
+        sliding_window: int | None = None,
+        out_bias: bool | None = None,
     ) -> None:
+        """``bias``: of the q, k, v projections (and of o_proj unless ``out_bias`` says otherwise)."""
         n_heads, n_kv_heads = config.num_attention_heads, config.num_key_value_heads
         head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_heads
-        super().__init__(n_heads, n_kv_heads, head_dim, head_dim**-0.5, None)
+        super().__init__(n_heads, n_kv_heads, head_dim, head_dim**-0.5, sliding_window)
         self.rotary, self.output_gate = rotary, output_gate
         d_model = config.hidden_size
         self.q_proj = nn.Linear(d_model, (2 if output_gate else 1) * n_heads * head_dim, bias=bias)
         self.k_proj = nn.Linear(d_model, n_kv_heads * head_dim, bias=bias)
         self.v_proj = nn.Linear(d_model, n_kv_heads * head_dim, bias=bias)
-        self.o_proj = nn.Linear(n_heads * head_dim, d_model, bias=bias)
+        self.o_proj = nn.Linear(n_heads * head_dim, d_model, bias=bias if out_bias is None else out_bias)
         self.norm_over_heads = norm_over_heads  # one norm over all heads' channels (OLMo) instead of per head
-        self.q_norm = norm(n_heads * head_dim if norm_over_heads else head_dim)
-        self.k_norm = norm(n_kv_heads * head_dim if norm_over_heads else head_dim)
+        self.q_norm = None if norm is None else norm(n_heads * head_dim if norm_over_heads else head_dim)
+        self.k_norm = None if norm is None else norm(n_kv_heads * head_dim if norm_over_heads else head_dim)
 
     def prepare(self, hidden: torch.Tensor) -> AttentionInputs:
         return self.heads(hidden, start=0)
@@ -235,7 +239,8 @@ class NormedAttention(CausalSelfAttention):
         if self.output_gate:
             q, gate = q.chunk(2, dim=-1)
         k, v = (proj(hidden).unflatten(-1, (self.n_kv_heads, self.head_dim)) for proj in (self.k_proj, self.v_proj))
-        q, k = self.normed(q, self.q_norm), self.normed(k, self.k_norm)
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = self.normed(q, self.q_norm), self.normed(k, self.k_norm)
         if self.rotary is not None:
             q, k = (self.rotate(x, start) for x in (q, k))
         if gate is None:
@@ -329,7 +334,7 @@ def mixer(config: PretrainedConfig, layer: int, rotary: Rotary, delta_net: type[
         return delta_net(config)
     if kind == "full_attention":
         norm = partial(OffsetRMSNorm, eps=config.rms_norm_eps)
-        return NormedAttention(config, rotary, norm, output_gate=True, bias=config.attention_bias)
+        return HybridAttention(config, rotary, norm, output_gate=True, bias=config.attention_bias)
     raise ValueError(f"layer {layer} has layer type {kind!r}; expected linear_attention or full_attention")
 
 
