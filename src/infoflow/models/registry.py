@@ -77,6 +77,14 @@ MODELS: tuple[ModelEntry, ...] = (
         )
         for variant in ("Instruct", "Thinking")
     ),
+    _hub("recurrentgemma-2b", "google/recurrentgemma-2b", "recurrent_gemma", 26, "RecurrentGemma 2B (RG-LRU)" + GATED),
+    _hub(
+        "recurrentgemma-2b-it",
+        "google/recurrentgemma-2b-it",
+        "recurrent_gemma",
+        26,
+        "RecurrentGemma 2B instruct" + GATED,
+    ),
     _hub("olmo-hybrid-7b", "allenai/Olmo-Hybrid-7B", "olmo_hybrid", 32, "OLMo-Hybrid 7B (Gated DeltaNet + attention)"),
     *(
         _hub(
