@@ -109,7 +109,8 @@ CONV = re.compile(r"^(.*\.linear_attn\.)([qkv])_conv1d\.weight$")
 
 def join_convs(state_dict: StateDict) -> dict[str, torch.Tensor]:
     """Checkpoints store the short conv of q, k and v as three weights: concatenated (q, k, v) into one."""
-    joined, parts = {}, {}
+    joined: dict[str, torch.Tensor] = {}
+    parts: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in state_dict.items():
         match = CONV.match(key)
         if match is None:
