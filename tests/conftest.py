@@ -22,6 +22,8 @@ from transformers import (
     GPTJForCausalLM,
     GPTNeoXConfig,
     GPTNeoXForCausalLM,
+    Lfm2Config,
+    Lfm2ForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
     Mamba2Config,
@@ -30,16 +32,23 @@ from transformers import (
     MambaForCausalLM,
     Olmo2Config,
     Olmo2ForCausalLM,
+    OlmoHybridConfig,
+    OlmoHybridForCausalLM,
     Phi3Config,
     Phi3ForCausalLM,
     Qwen3Config,
     Qwen3ForCausalLM,
+    Qwen3NextConfig,
+    Qwen3NextForCausalLM,
+    RecurrentGemmaConfig,
+    RecurrentGemmaForCausalLM,
     Zamba2Config,
     Zamba2ForCausalLM,
 )
 
 from infoflow.models.base import CausalLM
 from infoflow.models.loading import load_hf_folder
+from infoflow.models.modes import KnockoutMode
 from tests.oracle import randomize_
 from tests.tiny_hybrids import tiny_hybrids
 
@@ -195,8 +204,74 @@ TINY_MODELS = {
             chunk_size=4,
         )
     ),
+    "qwen3_next": lambda: Qwen3NextForCausalLM(
+        Qwen3NextConfig(
+            vocab_size=TINY_VOCAB,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            head_dim=8,
+            linear_key_head_dim=4,
+            linear_value_head_dim=4,
+            linear_num_key_heads=2,
+            linear_num_value_heads=4,
+            num_experts=4,
+            num_experts_per_tok=2,
+            moe_intermediate_size=8,
+            shared_expert_intermediate_size=8,
+        )
+    ),
+    "lfm2": lambda: Lfm2ForCausalLM(
+        Lfm2Config(
+            vocab_size=TINY_VOCAB,
+            hidden_size=16,
+            intermediate_size=48,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            layer_types=["conv", "full_attention", "conv", "conv"],
+            block_multiple_of=8,
+        )
+    ),
+    "olmo_hybrid": lambda: OlmoHybridForCausalLM(
+        OlmoHybridConfig(
+            vocab_size=TINY_VOCAB,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            layer_types=["linear_attention", "full_attention", "linear_attention", "linear_attention"],
+            linear_num_key_heads=2,
+            linear_num_value_heads=4,
+            linear_key_head_dim=4,
+            linear_value_head_dim=4,
+            pad_token_id=0,
+            eos_token_id=1,
+        )
+    ),
+    "recurrent_gemma": lambda: RecurrentGemmaForCausalLM(
+        RecurrentGemmaConfig(
+            vocab_size=TINY_VOCAB,
+            hidden_size=16,
+            lru_width=16,
+            intermediate_size=32,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            attention_window_size=4,
+            block_types=["recurrent", "attention", "recurrent"],
+            pad_token_id=0,
+        )
+    ),
 }
-SSM_FAMILIES = ("mamba", "falcon_mamba", "mamba2")
+SSM_FAMILIES = ("mamba", "falcon_mamba", "mamba2", "qwen3_next", "olmo_hybrid", "recurrent_gemma")
+
+
+def supported_modes(model: CausalLM) -> list[KnockoutMode]:
+    """The knockout modes some layer of ``model`` supports, in their declared order."""
+    return [mode for mode in KnockoutMode if any(mode in model.mixer(i).knockout_modes for i in range(model.n_layers))]
 
 
 @pytest.fixture(scope="session")

@@ -118,7 +118,7 @@ def test_features_decay_split() -> None:
     fastest = table[(table["layer"] == 0) & (table["category"] == features.FASTEST)]["decay_norm"].max()
     slowest = table[(table["layer"] == 0) & (table["category"] == features.SLOWEST)]["decay_norm"].min()
     assert fastest < slowest
-    with pytest.raises(AppError, match="Mamba models only"):
+    with pytest.raises(AppError, match="has no layer whose features decay"):
         features.decay_table(load_model("builtin-llama"))
 
 

@@ -209,7 +209,7 @@ def test_features_page(store_runs: tuple[Path, dict[str, str]]) -> None:
     assert "fast_decay" in live and "slow_decay" in live
     at.selectbox(key="features_model").set_value("other: local folder, .gguf file or hub id").run()
     at.text_input(key="features_model_other").set_value("builtin-gpt2").run()
-    assert "Mamba models only" in messages(at)
+    assert "has no layer whose features decay" in messages(at)
 
 
 def test_launch_page_starts_a_run_with_progress(tmp_path: Path) -> None:

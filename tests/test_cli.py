@@ -144,9 +144,9 @@ def test_info_flow_default_filter_evaluates_first(dataset: Path, store: Path) ->
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--features", "fast_decay"], "feature category 'fast_decay' applies to Mamba models only"),
-        (["--mode", "zero-delta"], "Mamba models only"),
-        (["--strict"], "Mamba models only"),
+        (["--features", "fast_decay"], "feature category 'fast_decay' is supported by no layer"),
+        (["--mode", "zero-delta"], "supported by no layer"),
+        (["--strict"], "supported by no layer"),
         (["-w", "12"], "window size 12 is larger than the model's 8 layers"),
         (["--filter", "bogus"], "unknown filter 'bogus'"),
         (["--filter", "ids(1"], "expected ')'"),

@@ -225,16 +225,16 @@ def test_info_flow_records_prompt_errors_and_goes_on(
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        (InfoFlowParams(feature_categories=(FeatureCategory.FAST_DECAY,), window_sizes=(2,)), "Mamba models only"),
+        (InfoFlowParams(feature_categories=(FeatureCategory.FAST_DECAY,), window_sizes=(2,)), "supported by no layer"),
         (
             InfoFlowParams(feature_categories=(FeatureCategory.ALL, FeatureCategory.SLOW_DECAY), window_sizes=(2,)),
-            "feature category 'slow_decay' applies to Mamba models only",
+            "feature category 'slow_decay' is supported by no layer",
         ),
         (
             InfoFlowParams(options=KnockoutOptions(mode=KnockoutMode.ZERO_DELTA), window_sizes=(2,)),
-            "knockout mode 'zero-delta' applies to Mamba models only",
+            "knockout mode 'zero-delta' is supported by no layer",
         ),
-        (InfoFlowParams(options=KnockoutOptions(strict=True), window_sizes=(2,)), "strict .* Mamba models only"),
+        (InfoFlowParams(options=KnockoutOptions(strict=True), window_sizes=(2,)), "strict .* supported by no layer"),
         (InfoFlowParams(window_sizes=(9,)), "window size 9 is larger than the model's 8 layers"),
         (InfoFlowParams(window_sizes=(0,)), "window size must be >= 1"),
     ],
@@ -363,7 +363,7 @@ def test_heatmap_grid_and_values(
 
 
 def test_heatmap_refuses_mamba_options_on_attention(gpt2: LoadedModel, store: ResultsStore, prompts: list) -> None:
-    with pytest.raises(ValueError, match="Mamba models only"):
+    with pytest.raises(ValueError, match="supported by no layer"):
         heatmap(context_of(gpt2, store), prompts[:1], WINDOW, KnockoutOptions(strict=True))
     with pytest.raises(ValueError, match="larger than the model"):
         heatmap(context_of(gpt2, store), prompts[:1], 12)

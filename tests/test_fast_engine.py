@@ -16,15 +16,16 @@ from infoflow.engines.reference import ReferenceEngine
 from infoflow.interventions.knockout import FeatureCategory, FeatureSelection, Knockout, KnockoutMode
 from infoflow.models.tails import TailRows
 from tests.attention_checks import assert_tail_and_rows_consistent
-from tests.conftest import TINY_VOCAB
+from tests.conftest import TINY_VOCAB, supported_modes
 
 N_LAYERS = 4
 TOLERANCE = 1e-5
 
 
 @st.composite
-def sweeps(draw, ssm: bool, seq_len: int | None = None):
+def sweeps(draw, model, seq_len: int | None = None):
     """A prompt and a list of knockouts with any targets, modes, strictness and feature categories."""
+    ssm = model.has_decay_features
     seq_len = draw(st.integers(1, 9)) if seq_len is None else seq_len
     input_ids = torch.tensor(draw(st.lists(st.integers(0, TINY_VOCAB - 1), min_size=seq_len, max_size=seq_len)))
     positions = st.lists(st.integers(0, seq_len - 1), min_size=0, max_size=seq_len, unique=True)
@@ -35,7 +36,7 @@ def sweeps(draw, ssm: bool, seq_len: int | None = None):
         options = {}
         if ssm:
             options = {
-                "mode": draw(st.sampled_from(list(KnockoutMode))),
+                "mode": draw(st.sampled_from(supported_modes(model))),
                 "strict": draw(st.booleans()),
                 "features": FeatureSelection(draw(st.sampled_from(list(FeatureCategory)))),
             }
@@ -53,7 +54,7 @@ def assert_engines_agree(model, input_ids, knockouts):
 @settings(max_examples=30, deadline=None, derandomize=True)
 @given(data=st.data())
 def test_fast_engine_matches_reference(tiny_model, data):
-    input_ids, knockouts = data.draw(sweeps(ssm=tiny_model.has_decay_features))
+    input_ids, knockouts = data.draw(sweeps(tiny_model))
     assert_engines_agree(tiny_model, input_ids, [None, *knockouts])
 
 
@@ -62,7 +63,7 @@ def test_fast_engine_matches_reference(tiny_model, data):
 def test_knockouts_of_several_prompts_batched_together(tiny_model, data):
     """Tail passes mixing rows of several prompts (any batch size) give each prompt the reference numbers."""
     seq_len = data.draw(st.integers(1, 9))
-    requests = [data.draw(sweeps(tiny_model.has_decay_features, seq_len)) for _ in range(data.draw(st.integers(2, 4)))]
+    requests = [data.draw(sweeps(tiny_model, seq_len)) for _ in range(data.draw(st.integers(2, 4)))]
     engine = FastEngine(tiny_model, max_batch=data.draw(st.integers(1, 12)), max_prompts=data.draw(st.integers(1, 4)))
     reference = ReferenceEngine(tiny_model)
     for (input_ids, knockouts), fast in zip(requests, engine.probabilities_many(requests), strict=True):
@@ -128,7 +129,7 @@ def test_gpu_batch_sizing_keeps_what_out_of_memory_taught(monkeypatch):
     [
         (Knockout(((2, 50),), (0,)), "lie outside a prompt of 5 tokens"),
         (Knockout(((1, 3),), (99,)), "do not exist"),  # blocks nothing (3 > 1) but names a missing layer
-        (Knockout(((1, 3),), (0,), mode=KnockoutMode.ZERO_DELTA), "Mamba models only"),
+        (Knockout(((1, 3),), (0,), mode=KnockoutMode.ZERO_DELTA), "supported by no layer"),
     ],
 )
 def test_invalid_knockouts_are_refused_as_the_reference_refuses_them(tiny_model, knockout, error):

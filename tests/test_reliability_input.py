@@ -207,7 +207,7 @@ def test_window_larger_than_depth_fails_before_work(tmp_path: Path) -> None:
         ["heatmap", "-m", MODEL, "-w", "12", "--store", store], "window size 12 is larger than the model's 8"
     )
     assert_refused(["attention", "-m", MODEL, "--layer", "8", "--filter", "correct", "--store", store], "layers [8]")
-    assert_refused(["info-flow", "-m", MODEL, "--strict", "--store", store], "Mamba models only")
+    assert_refused(["info-flow", "-m", MODEL, "--strict", "--store", store], "supported by no layer")
     assert_refused(["info-flow", "-m", MODEL, "--exempt-fraction", "1.5", "--store", store], "exempt fraction")
     with ResultsStore.open(store, read_only=True) as results:
         assert results.runs().empty

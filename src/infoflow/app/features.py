@@ -20,8 +20,9 @@ ORDER = (FASTEST, MIDDLE, SLOWEST)
 def require_ssm(loaded: LoadedModel) -> None:
     if not loaded.model.has_decay_features:
         raise AppError(
-            f"{loaded.name} is an attention model ({loaded.model.family}): decay norms and feature categories "
-            "exist for Mamba models only; choose builtin-mamba1, builtin-mamba2 or another Mamba model"
+            f"{loaded.name} ({loaded.model.family}) has no layer whose features decay: decay norms and feature "
+            "categories exist for recurrent layers (Mamba, Gated DeltaNet, RG-LRU); choose builtin-mamba1, "
+            "builtin-mamba2 or another model with them"
         )
 
 

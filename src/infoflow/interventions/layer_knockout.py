@@ -3,6 +3,7 @@ features each layer exempts, and the knocked-out mixing of one layer (the refere
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,13 +39,17 @@ def check_options(
     knockout is restricted to) that no layer supports."""
     mixers = [model.mixer(layer) for layer in range(model.n_layers)]
     if not any(mode in mixer.knockout_modes for mixer in mixers):
-        raise ValueError(f"knockout mode {mode.value!r} {recurrent_only(model)}")
+        supported = sorted({m.value for mixer in mixers for m in mixer.knockout_modes})
+        raise ValueError(f"knockout mode {mode.value!r} {unsupported(model)}; its layers take {', '.join(supported)}")
     if strict and not any(mixer.supports_strict for mixer in mixers):
-        raise ValueError(f"strict knockout (blocking conv taps too) {recurrent_only(model)}")
+        raise ValueError(f"strict knockout (blocking the sources' convolution taps too) {unsupported(model)}")
     decaying = model.has_decay_features
     for category in categories:
         if category is not FeatureCategory.ALL and not decaying:
-            raise ValueError(f"feature category {category.value!r} {recurrent_only(model)}; use the category 'all'")
+            raise ValueError(
+                f"feature category {category.value!r} {unsupported(model)} (it ranks a recurrence's features by "
+                "decay); use the category 'all'"
+            )
     present = {kind for mixer in mixers for kind, _ in mixer.feature_kinds()}
     missing = sorted(set(kinds or ()) - present)
     if missing:
@@ -54,11 +59,11 @@ def check_options(
         )
 
 
-def recurrent_only(model: CausalLM) -> str:
-    return (
-        f"applies to Mamba models only (state-space layers), and every layer of this {model.family} model "
-        "is attention, where a blocked edge's logit is set to -inf"
-    )
+def unsupported(model: CausalLM) -> str:
+    """Why an option does not apply: what the model's layers are (e.g. "12 attention layers")."""
+    counts = Counter(kind.value for kind in model.layer_kinds)
+    layers = ", ".join(f"{n} {kind}" for kind, n in counts.items())
+    return f"is supported by no layer of this {model.family} model ({layers} layers)"
 
 
 def exempt_features(model: CausalLM, layer: int, selection: FeatureSelection) -> torch.Tensor | None:

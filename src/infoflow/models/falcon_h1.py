@@ -150,7 +150,7 @@ class ParallelMixer(TokenMixer):
     values zero-padded to the wider head). Knockout options reach the branches that support them."""
 
     kind = MixerKind.PARALLEL
-    knockout_modes = frozenset(KnockoutMode)
+    knockout_modes = frozenset({KnockoutMode.ZERO_ATTENTION, KnockoutMode.ZERO_DELTA})  # the Mamba-2 branch's
     supports_strict = True
 
     def __init__(self, attention: FalconH1Attention, ssm: FalconH1SSM) -> None:

@@ -70,6 +70,11 @@ FAMILIES: tuple[Family, ...] = (
     Family("jamba", ("jamba",), "infoflow.models.jamba"),
     Family("falcon_h1", ("falcon_h1",), "infoflow.models.falcon_h1"),
     Family("zamba2", ("zamba2",), "infoflow.models.zamba2"),
+    Family("qwen3_next", ("qwen3_next",), "infoflow.models.qwen3_next"),
+    Family("lfm2", ("lfm2",), "infoflow.models.lfm2"),
+    Family("olmo_hybrid", ("olmo_hybrid",), "infoflow.models.olmo_hybrid"),
+    Family("recurrent_gemma", ("recurrent_gemma",), "infoflow.models.recurrent_gemma"),
+    Family("qwen3_5", ("qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text"), "infoflow.models.qwen3_5"),
 )
 
 

@@ -50,7 +50,7 @@ class Mamba1Inputs:
 class Mamba1Mixer(TokenMixer):
     kind = MixerKind.SELECTIVE_SCAN
     feature_name = "channel"
-    knockout_modes = frozenset(KnockoutMode)
+    knockout_modes = frozenset({KnockoutMode.ZERO_ATTENTION, KnockoutMode.ZERO_DELTA})
     supports_strict = True
 
     def __init__(

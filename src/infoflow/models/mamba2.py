@@ -59,7 +59,7 @@ class Mamba2Inputs:
 class Mamba2Mixer(TokenMixer):
     kind = MixerKind.SSD
     feature_name = "head"
-    knockout_modes = frozenset(KnockoutMode)
+    knockout_modes = frozenset({KnockoutMode.ZERO_ATTENTION, KnockoutMode.ZERO_DELTA})
     supports_strict = True
 
     def __init__(

@@ -6,12 +6,19 @@ from enum import StrEnum
 
 
 class KnockoutMode(StrEnum):
-    """How a recurrent mixer removes a blocked edge (attention has one way: its logit is set to -inf)."""
+    """How a recurrent mixer removes a blocked edge (attention has one way: its logit is set to -inf).
+
+    ``WRITE_ONLY`` is another name for ``ZERO_ATTENTION`` (what it means on a delta-rule layer).
+    """
 
     # alpha[t, s, f] = 0: the source's term is removed, the decay between s and t is kept (reference default)
     ZERO_ATTENTION = "zero-attention"
     # Delta[s] = 0 for the target's view: the source adds nothing *and* its step does not decay the state
     ZERO_DELTA = "zero-delta"
+    # delta rule (Gated DeltaNet): beta[s] = 0 for the target's view: the source neither writes nor erases
+    WRITE_AND_ERASE = "write-and-erase"
+    # delta rule: zero-attention removes the source's write only (its erasure of earlier memory stays)
+    WRITE_ONLY = "zero-attention"
 
 
 class MixerKind(StrEnum):
@@ -22,9 +29,12 @@ class MixerKind(StrEnum):
     SELECTIVE_SCAN = "selective_scan"  # Mamba-1: one decay per channel and state
     SSD = "ssd"  # Mamba-2: one scalar decay per head
     PARALLEL = "parallel"  # attention and a state-space branch side by side (Falcon-H1); features of both kinds
+    GATED_DELTA = "gated_delta"  # Gated DeltaNet: the gated delta rule, one scalar gate per head
+    RG_LRU = "rg_lru"  # RecurrentGemma: a gated diagonal recurrence, one decay per channel
+    SHORT_CONV = "short_conv"  # LFM2: a gated short convolution (a banded mixing, no state beyond the kernel)
 
     @property
     def is_recurrent(self) -> bool:
-        """A recurrence (state-space or linear RNN) rather than softmax attention or no mixing, or a layer with one
-        in it (a parallel hybrid)."""
-        return self not in (MixerKind.ATTENTION, MixerKind.NONE)
+        """A recurrence (state-space or linear RNN, a state carried over any distance), or a layer with one in it
+        (a parallel hybrid); not softmax attention, a short convolution nor a layer without mixing."""
+        return self not in (MixerKind.ATTENTION, MixerKind.SHORT_CONV, MixerKind.NONE)

@@ -159,6 +159,38 @@ MODELS: tuple[ModelEntry, ...] = (
     # Zamba2: each hybrid layer counts as two layers here (the shared block's call site, then Mamba-2)
     _hub("zamba2-1.2b", "Zyphra/Zamba2-1.2B", "zamba2", 44, "Zamba2 1.2B (38 Mamba-2 layers, 6 shared-block calls)"),
     _hub("zamba2-2.7b", "Zyphra/Zamba2-2.7B", "zamba2", 63, "Zamba2 2.7B (54 Mamba-2 layers, 9 calls of 2 blocks)"),
+    _hub("qwen3.5-0.8b", "Qwen/Qwen3.5-0.8B", "qwen3_5", 24, "Qwen3.5 0.8B (Gated DeltaNet 3:1 attention; text model)"),
+    _hub("qwen3.5-0.8b-base", "Qwen/Qwen3.5-0.8B-Base", "qwen3_5", 24, "Qwen3.5 0.8B base (Gated DeltaNet hybrid)"),
+    _hub("qwen3.5-9b", "Qwen/Qwen3.5-9B", "qwen3_5", 32, "Qwen3.5 9B (Gated DeltaNet 3:1 attention; text model)"),
+    *(
+        _hub(
+            f"qwen3-next-80b-a3b-{variant.lower()}",
+            f"Qwen/Qwen3-Next-80B-A3B-{variant}",
+            "qwen3_next",
+            48,
+            f"Qwen3-Next 80B-A3B {variant} (Gated DeltaNet 3:1 gated attention, MoE)",
+        )
+        for variant in ("Instruct", "Thinking")
+    ),
+    _hub("recurrentgemma-2b", "google/recurrentgemma-2b", "recurrent_gemma", 26, "RecurrentGemma 2B (RG-LRU)" + GATED),
+    _hub(
+        "recurrentgemma-2b-it",
+        "google/recurrentgemma-2b-it",
+        "recurrent_gemma",
+        26,
+        "RecurrentGemma 2B instruct" + GATED,
+    ),
+    _hub("olmo-hybrid-7b", "allenai/Olmo-Hybrid-7B", "olmo_hybrid", 32, "OLMo-Hybrid 7B (Gated DeltaNet + attention)"),
+    *(
+        _hub(
+            f"lfm2-{size.lower()}",
+            f"LiquidAI/LFM2-{size}",
+            "lfm2",
+            16,
+            f"LFM2 {size} (gated short convolutions + attention)",
+        )
+        for size in ("350M", "700M", "1.2B")
+    ),
 )
 
 

@@ -68,8 +68,15 @@ def silu_conv(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
 def tail_silu_conv(
     prefix_raw: torch.Tensor, tail_raw: torch.Tensor, start: int, conv: nn.Conv1d, rows: TailRows
 ) -> torch.Tensor:
-    """silu(conv) at the positions start..T-1 of tail rows [A, R, C], whose inputs before ``start`` are their
-    prompts' clean ones (prefix_raw [P, T, C]).
+    """silu(conv) at the positions start..T-1 of tail rows (see :func:`tail_conv`)."""
+    return F.silu(tail_conv(prefix_raw, tail_raw, start, conv, rows))
+
+
+def tail_conv(
+    prefix_raw: torch.Tensor, tail_raw: torch.Tensor, start: int, conv: nn.Conv1d, rows: TailRows
+) -> torch.Tensor:
+    """The causal conv at the positions start..T-1 of tail rows [A, R, C], whose inputs before ``start`` are
+    their prompts' clean ones (prefix_raw [P, T, C]).
 
     The conv is linear: its output is the tail's own part (a conv of the tail alone) plus the part of the
     clean positions before ``start``, which is the same for every row of a prompt and reaches only the first
@@ -82,4 +89,4 @@ def tail_silu_conv(
         head_only = torch.cat([head, head.new_zeros(head.shape[0], reach, head.shape[2])], dim=1)
         clean_part = causal_conv1d(head_only, conv, with_bias=False, in_fp32=True)[:, lookback:]  # [P, reach, C]
         own = torch.cat([own[:, :reach] + rows.gather(clean_part), own[:, reach:]], dim=1)
-    return F.silu(own.to(tail_raw.dtype))  # both parts summed in fp32 and rounded once, as the clean conv
+    return own.to(tail_raw.dtype)  # both parts summed in fp32 and rounded once, as the clean conv
