@@ -37,7 +37,7 @@ from infoflow.engines.fast import FastEngine
 from infoflow.experiments.experiments import info_flow
 from infoflow.experiments.plans import InfoFlowParams
 from infoflow.experiments.runner import RunContext
-from infoflow.experiments.selection import choose_prompts
+from infoflow.experiments.selection import choose
 from infoflow.models import load_model
 from infoflow.store import ResultsStore
 
@@ -137,7 +137,7 @@ def main() -> None:
 
         store.add_rows = timed_add_rows  # type: ignore[method-assign]
         context = RunContext(loaded, engine, store, dataset=str(work / "facts.csv"), show_progress=False)
-        prompts, select_seconds = timed(lambda: choose_prompts(context, load_dataset(work / "facts.csv"), "all"))
+        prompts, select_seconds = timed(lambda: choose(context, load_dataset(work / "facts.csv"), "all").prompts)
         params = InfoFlowParams(window_sizes=(args.window_size,))
         _, run_seconds = timed(info_flow, context, prompts, params)
     lengths = [len(tokenizer(p)["input_ids"]) for p in facts["prompt"]]
