@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from transformers import GPT2Config, LlamaConfig, Mamba2Config, MambaConfig, PretrainedConfig
+from transformers import (
+    BambaConfig,
+    GPT2Config,
+    LlamaConfig,
+    Mamba2Config,
+    MambaConfig,
+    PretrainedConfig,
+    Qwen3NextConfig,
+)
 
 NEOX_VOCAB = 50280
 
@@ -20,6 +28,26 @@ def mamba2(d_model: int, n_layers: int) -> PretrainedConfig:
     )  # fmt: skip
 
 
+def bamba(d_model: int, n_layers: int, attention_every: int) -> PretrainedConfig:
+    """A Mamba-2 + attention hybrid as Bamba lays it out: attention at every ``attention_every``-th layer."""
+    return BambaConfig(
+        vocab_size=NEOX_VOCAB, hidden_size=d_model, intermediate_size=2 * d_model, num_hidden_layers=n_layers,
+        num_attention_heads=d_model // 128, num_key_value_heads=d_model // 512, mamba_n_heads=2 * d_model // 64,
+        mamba_d_head=64, mamba_d_state=128, mamba_n_groups=1, mamba_expand=2,
+        attn_layer_indices=list(range(attention_every - 1, n_layers, attention_every)),
+    )  # fmt: skip
+
+
+def gated_deltanet(d_model: int, n_layers: int) -> PretrainedConfig:
+    """A dense Gated DeltaNet hybrid as Qwen3-Next lays it out: 3 Gated DeltaNet layers to 1 attention layer."""
+    return Qwen3NextConfig(
+        vocab_size=NEOX_VOCAB, hidden_size=d_model, intermediate_size=2 * d_model, num_hidden_layers=n_layers,
+        num_attention_heads=d_model // 128, num_key_value_heads=2, head_dim=128, linear_num_key_heads=d_model // 128,
+        linear_num_value_heads=d_model // 64, linear_key_head_dim=128, linear_value_head_dim=128, num_experts=0,
+        layer_types=["full_attention" if (i + 1) % 4 == 0 else "linear_attention" for i in range(n_layers)],
+    )  # fmt: skip
+
+
 SHAPES: dict[str, Callable[[], PretrainedConfig]] = {
     "mamba1-130m": lambda: mamba1(768, 24),
     "mamba1-1.4b": lambda: mamba1(2048, 48),
@@ -27,6 +55,8 @@ SHAPES: dict[str, Callable[[], PretrainedConfig]] = {
     "mamba2-130m": lambda: mamba2(768, 24),
     "mamba2-1.3b": lambda: mamba2(2048, 48),
     "mamba2-2.7b": lambda: mamba2(2560, 64),
+    "hybrid-mamba2-1.4b": lambda: bamba(2048, 24, 6),
+    "hybrid-gdn-1.5b": lambda: gated_deltanet(2048, 24),
     "gpt2-medium": lambda: GPT2Config(n_embd=1024, n_layer=24, n_head=16),
     "gpt2-xl": lambda: GPT2Config(n_embd=1600, n_layer=48, n_head=25),
     "llama3.2-1b": lambda: LlamaConfig(
