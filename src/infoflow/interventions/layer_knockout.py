@@ -3,6 +3,7 @@ features each layer exempts, and the knocked-out mixing of one layer (the refere
 
 from __future__ import annotations
 
+import weakref
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -22,10 +23,19 @@ def check_knockout(model: CausalLM, knockout: Knockout) -> None:
     categories) apply to the layers that support them; in a hybrid the other layers remove the edge plainly.
     """
     n_layers = model.n_layers
-    bad_layers = [layer for layer in knockout.layers if layer >= n_layers]
-    if bad_layers:
+    if knockout.layers and max(knockout.layers) >= n_layers:
+        bad_layers = [layer for layer in knockout.layers if layer >= n_layers]
         raise ValueError(f"layers {bad_layers} do not exist in a model with {n_layers} layers")
-    check_options(model, knockout.mode, knockout.strict, (knockout.features.category,), knockout.features.kinds)
+    # the options are checked once per model and combination: a sweep checks 10^5 knockouts of a few
+    options = (knockout.mode, knockout.strict, knockout.features.category, knockout.features.kinds)
+    checked = CHECKED_OPTIONS.setdefault(model, set())
+    if options not in checked:
+        check_options(model, knockout.mode, knockout.strict, (knockout.features.category,), knockout.features.kinds)
+        checked.add(options)
+
+
+# per model: the option combinations (mode, strict, category, kinds) its layers support
+CHECKED_OPTIONS: weakref.WeakKeyDictionary[CausalLM, set[tuple[Any, ...]]] = weakref.WeakKeyDictionary()
 
 
 def check_options(
