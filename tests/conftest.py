@@ -217,8 +217,8 @@ TINY_MODELS = {
             linear_value_head_dim=4,
             linear_num_key_heads=2,
             linear_num_value_heads=4,
-            num_experts=4,
-            num_experts_per_tok=4,  # all experts: top-k flips at half-precision ties (tests/tiny_hybrids.py)
+            num_experts=2,
+            num_experts_per_tok=2,  # all experts: top-k flips at half-precision ties (tests/tiny_hybrids.py)
             moe_intermediate_size=8,
             shared_expert_intermediate_size=8,
         )

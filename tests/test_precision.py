@@ -23,6 +23,9 @@ HALF_DTYPES = (torch.bfloat16, torch.float16)
 # in units of the half dtype's eps; about twice the most observed in any family (docs/performance.md)
 ENGINES_TOLERANCE = 2.0  # max |p_fast - p_reference| in the same half dtype
 FP32_TOLERANCE = 4.0  # max |p - p_fp32| of either engine
+# families whose half-precision forward rounds further from fp32 (twice the most seen): the tiny Qwen3-Next
+# (gated delta rule, offset norms, MoE with a shared expert) reaches 5.2 eps in fp16 and 2.8 eps in bf16
+FP32_TOLERANCE_OF = {"qwen3_next": 11.0}
 SEQ_LEN, WINDOW = 9, 2
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU"))]
 
@@ -78,4 +81,4 @@ def test_half_precision_engines_agree_and_stay_close_to_fp32(
     assert torch.isfinite(reference).all() and torch.isfinite(fast).all()
     assert (fast - reference).abs().max().item() <= ENGINES_TOLERANCE * eps
     for probabilities in (reference, fast):
-        assert (probabilities - fp32).abs().max().item() <= FP32_TOLERANCE * eps
+        assert (probabilities - fp32).abs().max().item() <= FP32_TOLERANCE_OF.get(name, FP32_TOLERANCE) * eps
