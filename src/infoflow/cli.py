@@ -7,7 +7,6 @@ and every argument error: each command imports what it runs.
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import inspect
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -274,7 +273,9 @@ def print_done(kind: str, run_id: str, context) -> None:
 
 def print_version(asked: bool) -> None:
     if asked:
-        out.print(f"infoflow {importlib.metadata.version('infoflow')}")
+        from infoflow.store.manifest import package_version
+
+        out.print(f"infoflow {package_version()}")
         raise typer.Exit()
 
 

@@ -37,7 +37,11 @@ RECORDED_SINCE_SCHEMA_2 = ("dtype", "device")
 
 
 def package_version() -> str:
-    return importlib.metadata.version("infoflow")
+    """The installed infoflow's version; a source tree run without installing it (PYTHONPATH=src) has none."""
+    try:
+        return importlib.metadata.version("infoflow")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (run from a source tree, not installed)"
 
 
 def _jsonable(value: Any) -> Any:
