@@ -16,7 +16,6 @@ shared expert with a sigmoid gate) or dense SwiGLU (``mlp_only_layers``).
 
 from __future__ import annotations
 
-import re
 from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig
-from transformers.activations import ACT2FN
 
 from infoflow.models import delta_rule
 from infoflow.models.attention import AttentionInputs
@@ -34,6 +32,7 @@ from infoflow.models.base import Block, CausalLM, MixingTerms, TokenMixer
 from infoflow.models.families import StateDict, renamer
 from infoflow.models.llama import GatedMLP
 from infoflow.models.modes import KnockoutMode, MixerKind
+from infoflow.models.moe import Experts, MoE, Router, Routing, stack_experts
 from infoflow.models.rotary import Rotary, RotaryAttention
 from infoflow.models.ssm import blocked_sources, remove_positions, silu_conv, tail_silu_conv
 from infoflow.models.tails import TailRows
@@ -258,54 +257,27 @@ class HybridAttention(RotaryAttention):
         return self.o_proj(y * torch.sigmoid(p.gate) if isinstance(p, GatedAttentionInputs) else y)
 
 
-class Experts(nn.Module):
-    """E SwiGLU experts stored as stacked weights (transformers' layout): gate_up_proj [E, 2 I, D],
-    down_proj [E, D, I].
-
-    Every expert that some token chose runs on *all* N tokens (weight 0 where not chosen): a matmul's
-    rounding depends on its row count, so this keeps each token's output independent, bit for bit, of the
-    other tokens' routing (a knockout must leave the positions it does not reach exactly clean). It costs
-    (experts chosen / k) times the routed compute.
-    """
-
-    def __init__(self, n_experts: int, d_model: int, d_inner: int, activation: str) -> None:
-        super().__init__()
-        self.gate_up_proj = nn.Parameter(torch.empty(n_experts, 2 * d_inner, d_model))
-        self.down_proj = nn.Parameter(torch.empty(n_experts, d_model, d_inner))
-        self.act = ACT2FN[activation]
-
-    def forward(self, x: torch.Tensor, chosen: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """x [N, D], chosen [N, k] expert ids, weights [N, k] -> sum_j weights[n, j] expert_{chosen[n, j]}(x[n])."""
-        out = torch.zeros_like(x)
-        for expert in chosen.unique().tolist():  # ascending: each token sums its experts in id order
-            weight = (weights * (chosen == expert)).sum(dim=-1, keepdim=True)  # [N, 1], 0 where not chosen
-            gate, up = F.linear(x, self.gate_up_proj[expert]).chunk(2, dim=-1)
-            out = out + F.linear(self.act(gate) * up, self.down_proj[expert]) * weight
-        return out
-
-
-class SparseMoE(nn.Module):
-    """Top-k routed experts plus a shared expert: ``sum_top-k p_e expert_e(x) + sigmoid(g . x) shared(x)``,
-    p the router's softmax (renormalised over the top k with ``norm_topk_prob``)."""
+class SharedExpert(nn.Module):
+    """Qwen3-Next's shared expert, gated per position: ``sigmoid(g . x) shared(x)``."""
 
     def __init__(self, config: PretrainedConfig) -> None:
         super().__init__()
         d_model = config.hidden_size
-        self.top_k, self.norm_topk_prob = config.num_experts_per_tok, getattr(config, "norm_topk_prob", True)
-        self.gate = nn.Linear(d_model, config.num_experts, bias=False)  # the router
-        self.experts = Experts(config.num_experts, d_model, config.moe_intermediate_size, config.hidden_act)
         self.shared_expert = GatedMLP(d_model, config.shared_expert_intermediate_size, config.hidden_act, False)
         self.shared_expert_gate = nn.Linear(d_model, 1, bias=False)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        x = hidden.flatten(0, -2)  # [N, D]
-        probabilities = torch.softmax(self.gate(x).float(), dim=-1)  # [N, E]
-        weights, chosen = torch.topk(probabilities, self.top_k, dim=-1)  # [N, k]
-        if self.norm_topk_prob:
-            weights = weights / weights.sum(dim=-1, keepdim=True)
-        routed = self.experts(x, chosen, weights.to(x.dtype))
-        shared = torch.sigmoid(self.shared_expert_gate(x)) * self.shared_expert(x)
-        return (routed + shared).view_as(hidden)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.shared_expert_gate(x)) * self.shared_expert(x)
+
+
+def sparse_moe(config: PretrainedConfig) -> MoE:
+    """Top-k routed SwiGLU experts plus the shared expert: ``sum_top-k p_e expert_e(x) + sigmoid(g . x)
+    shared(x)``, p the router's softmax (renormalised over the top k with ``norm_topk_prob``)."""
+    d_model, n_experts = config.hidden_size, config.num_experts
+    renormalize = getattr(config, "norm_topk_prob", True)
+    router = Router(d_model, n_experts, config.num_experts_per_tok, Routing.SOFTMAX_THEN_TOPK, renormalize=renormalize)
+    experts = Experts(n_experts, d_model, config.moe_intermediate_size, config.hidden_act, gated=True)
+    return MoE(router, experts, SharedExpert(config))
 
 
 def is_sparse(config: PretrainedConfig, layer: int) -> bool:
@@ -319,7 +291,7 @@ def is_sparse(config: PretrainedConfig, layer: int) -> bool:
 
 def mlp(config: PretrainedConfig, layer: int) -> nn.Module:
     if is_sparse(config, layer):
-        return SparseMoE(config)
+        return sparse_moe(config)
     return GatedMLP(config.hidden_size, config.intermediate_size, config.hidden_act, False)
 
 
@@ -366,35 +338,17 @@ rename = renamer(
         (r"^model\.layers\.(\d+)\.input_layernorm\.", r"blocks.\1.mixer_norm."),
         (r"^model\.layers\.(\d+)\.(self_attn|linear_attn)\.", r"blocks.\1.mixer."),
         (r"^model\.layers\.(\d+)\.post_attention_layernorm\.", r"blocks.\1.mlp_norm."),
+        (r"^model\.layers\.(\d+)\.mlp\.gate\.", r"blocks.\1.mlp.router."),  # the router of an MoE layer
+        (r"^model\.layers\.(\d+)\.mlp\.experts\.gate_up_proj$", r"blocks.\1.mlp.experts.up_proj"),
+        (r"^model\.layers\.(\d+)\.mlp\.shared_expert", r"blocks.\1.mlp.shared.shared_expert"),
         (r"^model\.layers\.(\d+)\.mlp\.", r"blocks.\1.mlp."),
         (r"^model\.norm\.", "final_norm."),
     )
 )
 
 
-EXPERT_WEIGHT = re.compile(r"^(.*\.experts)\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight$")
-
-
-def stack_experts(state_dict: StateDict) -> dict[str, torch.Tensor]:
-    """Per-expert weights as checkpoints store them (``experts.{e}.gate_proj.weight`` [I, D], ``up_proj``,
-    ``down_proj`` [D, I]) -> stacked ``experts.gate_up_proj`` [E, 2 I, D] and ``experts.down_proj`` [E, D, I]."""
-    stacked: dict[str, torch.Tensor] = {}
-    per_expert: dict[str, dict[int, dict[str, torch.Tensor]]] = {}
-    for key, value in state_dict.items():
-        match = EXPERT_WEIGHT.match(key)
-        if match is None:
-            stacked[key] = value
-        else:
-            prefix, expert, name = match.groups()
-            per_expert.setdefault(prefix, {}).setdefault(int(expert), {})[name] = value
-    for prefix, experts in per_expert.items():
-        ordered = [experts[e] for e in sorted(experts)]
-        stacked[f"{prefix}.gate_up_proj"] = torch.stack([torch.cat([w["gate_proj"], w["up_proj"]]) for w in ordered])
-        stacked[f"{prefix}.down_proj"] = torch.stack([w["down_proj"] for w in ordered])
-    return stacked
-
-
 def convert_state_dict(state_dict: StateDict) -> dict[str, torch.Tensor]:
     """transformers' names -> ours, experts stacked; the multi-token-prediction head (``mtp.*``) is not part
     of the LM."""
-    return rename(stack_experts({k: v for k, v in state_dict.items() if not k.startswith("mtp.")}))
+    language_model = {k: v for k, v in state_dict.items() if not k.startswith("mtp.")}
+    return rename(stack_experts(language_model, {"up_proj": ("gate_proj", "up_proj"), "down_proj": ("down_proj",)}))
