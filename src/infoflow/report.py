@@ -67,7 +67,7 @@ def write_report(
     body += [_run_section(store, run, counts, options) for run in runs]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(_page("infoflow report", "\n".join(body)), encoding="utf-8")
+    path.write_text(_page("infoflow report", "\n".join(filter(None, body))), encoding="utf-8")
     return path
 
 
@@ -118,7 +118,7 @@ def _overview(runs: list[Run], counts: pd.DataFrame) -> str:
 
 
 def _render(blocks: list[Block]) -> str:
-    """The HTML of an experiment's blocks."""
+    """The HTML of an experiment's blocks (none: an empty string)."""
     parts = []
     for block in blocks:
         if isinstance(block, Heading):
@@ -155,4 +155,4 @@ def _run_section(store: ResultsStore, run: Run, counts: pd.DataFrame, options: F
         parts.append('<p class="note">No rows yet.</p>')
     elif experiment is not None and experiment.report is not None:
         parts.append(_render(experiment.report(runs_frame(store, [run.run_id], m.kind), options)))
-    return "\n".join(parts)
+    return "\n".join(filter(None, parts))

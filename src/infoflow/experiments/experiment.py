@@ -96,7 +96,7 @@ class Experiment(Generic[P]):
     prepare: Callable[[P, CausalLM], P] = keep_params
     chunk_size: int | None = None  # prompts per chunk; None: as many as the engine runs in one clean pass
     report: ReportHook | None = None  # a run's section of the report
-    compare: ReportHook | None = None  # the report's section comparing two or more runs of this experiment
+    compare: ReportHook | None = None  # the report's section on two or more runs of it ([]: no section)
     plot: PlotHook | None = None  # the figures of ``infoflow plot``
 
     @property

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from infoflow.data.prompts import FactPrompt
     from infoflow.engines.base import TargetScores
     from infoflow.models.base import CausalLM
+    from infoflow.plots.aggregate import Metric
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,9 @@ def info_flow_job(params: InfoFlowParams, context: ModelContext) -> ChunkJob:
     return knockout_job(context, lambda spans: info_flow_plan(spans, model.n_layers, params), rows_of)
 
 
+CURVES: tuple[tuple[Metric, str], ...] = (("diff", "mean change of p(target) (%)"), ("hit", "% of prompts still top-1"))
+
+
 def report(frame: pd.DataFrame, options: FigureOptions) -> list[Block]:
     """Per source, the window of the strongest effect; curves by feature category (and by window size)."""
     import pandas as pd
@@ -153,7 +157,7 @@ def report(frame: pd.DataFrame, options: FigureOptions) -> list[Block]:
         Heading("Curves"),
     ]
     for (target, size), rows in frame.groupby(["target", "window_size"], sort=True):
-        for metric, what in (("diff", "mean change of p(target) (%)"), ("hit", "% of prompts still top-1")):
+        for metric, what in CURVES:
             caption = f"{what} by feature category with 95 % Student-t band; target {target}, window size {size}"
             figure = info_flow_figure(rows, lines="feature_category", metric=metric, x=options.x)
             blocks.append(FigureBlock(figure, caption))
