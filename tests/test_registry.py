@@ -4,7 +4,7 @@ runs, and has its section in the report; a store holding an experiment this info
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import duckdb
@@ -21,7 +21,7 @@ from infoflow.experiments.runner import ChunkJob, ModelContext, Rows, RunContext
 from infoflow.models import load_model
 from infoflow.models.load import LoadedModel
 from infoflow.report import write_report
-from infoflow.store import Manifest, ResultsStore
+from infoflow.store import Manifest, ResultsStore, SchemaVersionError
 from infoflow.store.schema import key, value
 
 
@@ -134,3 +134,25 @@ def test_a_run_of_an_unknown_experiment_is_refused_before_anything_is_written(tm
         with pytest.raises(ValueError, match="no row table 'info-flow'"):
             store.start_run(manifest)
         assert store.runs().empty
+
+
+def test_a_column_an_experiment_gains_joins_an_existing_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "store.duckdb"
+    monkeypatch.setitem(registry.EXPERIMENTS, LENGTHS.kind, LENGTHS)
+    manifest = Manifest(LENGTHS.kind, "model", "revision", "synthetic")
+    with ResultsStore.open(path) as store:
+        run_id = store.start_run(manifest).run_id
+        store.add_rows(run_id, [{"prompt_id": 0, "position": 3, "n_tokens": 4}])
+
+    grown = replace(LENGTHS, columns=(*LENGTHS.columns, value("first_token", "VARCHAR")))
+    monkeypatch.setitem(registry.EXPERIMENTS, LENGTHS.kind, grown)
+    with ResultsStore.open(path) as store:  # opened to write: the column is added, null in the rows before
+        store.add_rows(run_id, [{"prompt_id": 1, "position": 5, "n_tokens": 6, "first_token": "The"}])
+        frame = store.frame(run_id)
+    assert frame[["prompt_id", "position", "n_tokens"]].values.tolist() == [[0, 3, 4], [1, 5, 6]]
+    assert frame["first_token"].isna().tolist() == [True, False] and frame["first_token"].iloc[1] == "The"
+
+    rekeyed = replace(LENGTHS, columns=(key("layer", "INTEGER"), *LENGTHS.columns))
+    monkeypatch.setitem(registry.EXPERIMENTS, LENGTHS.kind, rekeyed)
+    with pytest.raises(SchemaVersionError, match="prompt_tail rows are keyed without layer, which this infoflow's"):
+        ResultsStore.open(path, read_only=True)

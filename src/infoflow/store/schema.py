@@ -4,7 +4,7 @@ Every row table is keyed by ``(run_id, prompt_id, ...)``; inserting an existing 
 what makes resuming and re-running safe. ``prompt_id`` is an integer (the dataset's id of the prompt).
 Each experiment declares its own row table (``experiments.registry``); the schema version covers the tables
 every store has (meta, runs, completed, errors). A store opened to write gains the row table of an experiment
-added since it was made; one opened to read uses the row tables it has.
+added since it was made, and the value columns an experiment gained; one opened to read uses what it has.
 """
 
 from __future__ import annotations
@@ -135,8 +135,9 @@ class Schema:
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> Schema:
-    """Create the schema in an empty database, or upgrade a store opened to write (version 1 to 2, and the row
-    tables of experiments it lacks); refuse a foreign database or a version this infoflow does not read."""
+    """Create the schema in an empty database, or upgrade a store opened to write (version 1 to 2; the row
+    tables of experiments added since, and the value columns an experiment gained); refuse a foreign database,
+    a version this infoflow does not read, or a row table whose key is not its experiment's."""
     tables = _table_names(con)
     if not tables:
         if read_only:
@@ -144,11 +145,34 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -
         _create(con)
         return Schema(SCHEMA_VERSION, row_tables())
     version = _check_version(con, path, tables)
-    missing = [t for name, t in row_tables().items() if name not in tables]
-    if not read_only and (version < SCHEMA_VERSION or missing):
-        _upgrade(con, version, missing)
+    additions = _additions(con, path, tables)
+    if not read_only and (version < SCHEMA_VERSION or additions):
+        _upgrade(con, version, additions)
         return Schema(SCHEMA_VERSION, row_tables())
     return Schema(version, {name: t for name, t in row_tables().items() if name in tables})
+
+
+def _additions(con: duckdb.DuckDBPyConnection, path: Path, tables: set[str]) -> list[str]:
+    """The statements that give the store every experiment's row table with all its columns: new tables, and
+    new value columns (null in the rows written before). A key column cannot be added: rows already written
+    would have no key; such a store is refused."""
+    statements = []
+    for name, table in row_tables().items():
+        if name not in tables:
+            statements.append(table.ddl())
+            continue
+        query = "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() AND table_name = ?"
+        present = {row[0] for row in con.execute(query, [name]).fetchall()}
+        for column in table.all_columns:
+            if column.name in present:
+                continue
+            if column.key:
+                raise SchemaVersionError(
+                    f"store {path}: its {name} rows are keyed without {column.name}, which this infoflow's {name} "
+                    "experiment keys them by; read the store with the infoflow that wrote it"
+                )
+            statements.append(f"ALTER TABLE {name} ADD COLUMN {column.name} {column.sql}")
+    return statements
 
 
 def _table_names(con: duckdb.DuckDBPyConnection) -> set[str]:
@@ -175,8 +199,8 @@ def _check_version(con: duckdb.DuckDBPyConnection, path: Path, tables: set[str])
     return int(version)
 
 
-def _upgrade(con: duckdb.DuckDBPyConnection, version: int, missing: list[Table]) -> None:
-    """Bring a store to this schema version and add the row tables it lacks (of experiments added since)."""
+def _upgrade(con: duckdb.DuckDBPyConnection, version: int, additions: list[str]) -> None:
+    """Bring a store to this schema version and run ``additions`` (``_additions``), in one transaction."""
     from infoflow.store.connection import transaction
 
     with transaction(con):
@@ -184,8 +208,8 @@ def _upgrade(con: duckdb.DuckDBPyConnection, version: int, missing: list[Table])
             for statement in ADDED_IN_2:
                 con.execute(statement)
             con.execute(f"UPDATE {META_TABLE} SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
-        for table in missing:
-            con.execute(table.ddl())
+        for statement in additions:
+            con.execute(statement)
 
 
 def _create(con: duckdb.DuckDBPyConnection) -> None:
