@@ -510,7 +510,9 @@ def runs_label(
 def runs_export(
     run_id: str,
     path: Path,
-    table: Annotated[str | None, typer.Option(help="Table to export (default: the run's own).")] = None,
+    table: Annotated[
+        str | None, typer.Option(help="Table to export: the run's own (its experiment's rows; the default) or errors.")
+    ] = None,
     store: StoreOption = None,
 ) -> None:
     """Export a run's rows to Parquet or CSV (by the file suffix)."""
