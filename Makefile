@@ -26,8 +26,10 @@ setup-gemma: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/infoflow demo
 
+# mypy checks the core packages (models, interventions, engines, store: [tool.mypy] in pyproject.toml)
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
@@ -35,4 +37,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache .mypy_cache

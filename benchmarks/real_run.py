@@ -34,8 +34,7 @@ from benchmarks.info_flow_sweep import sweep_knockouts
 from benchmarks.shapes import SHAPES
 from infoflow.data import load_dataset
 from infoflow.engines.fast import FastEngine
-from infoflow.experiments.experiments import info_flow
-from infoflow.experiments.plans import InfoFlowParams
+from infoflow.experiments.info_flow import InfoFlowParams, info_flow
 from infoflow.experiments.runner import RunContext
 from infoflow.experiments.selection import choose
 from infoflow.models import load_model

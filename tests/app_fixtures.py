@@ -11,8 +11,9 @@ import torch
 from infoflow.data import FactPrompt, load_dataset
 from infoflow.data.spans import TokenType
 from infoflow.engines.fast import FastEngine
-from infoflow.experiments.experiments import attention, heatmap, info_flow
-from infoflow.experiments.plans import InfoFlowParams
+from infoflow.experiments.attention import attention
+from infoflow.experiments.heatmap import heatmap
+from infoflow.experiments.info_flow import InfoFlowParams, info_flow
 from infoflow.experiments.runner import RunContext
 from infoflow.interventions.knockout import FeatureCategory
 from infoflow.models import load_model

@@ -24,7 +24,7 @@ from infoflow.data import load_dataset
 from infoflow.data.spans import find_spans
 from infoflow.engines.fast import FastEngine
 from infoflow.engines.reference import ReferenceEngine
-from infoflow.experiments import experiments
+from infoflow.experiments import evaluate, runner
 from infoflow.experiments.filters import sample
 from infoflow.interventions.knockout import Knockout
 from infoflow.models import load_model
@@ -227,9 +227,9 @@ def test_resume_after_ctrl_c(dataset: Path, tmp_path: Path, monkeypatch: pytest.
     invoke(*args, "--store", tmp_path / "straight.duckdb")  # uninterrupted, default chunks
     expected = frame_of(tmp_path / "straight.duckdb", only_run(tmp_path / "straight.duckdb", "info_flow"))
 
-    original_run_prompts = experiments.run_prompts
+    original_run_prompts = runner.run_prompts
     monkeypatch.setattr(  # one prompt per chunk, so that Ctrl-C can fall between prompts
-        experiments, "run_prompts", lambda *a, **k: original_run_prompts(*a, **{**k, "chunk_size": 1})
+        runner, "run_prompts", lambda *a, **k: original_run_prompts(*a, **{**k, "chunk_size": 1})
     )
     calls = {"n": 0}
     original_scores = FastEngine.scores_many
@@ -279,8 +279,8 @@ def test_ctrl_c_inside_a_write_keeps_the_store_consistent(
 ) -> None:
     """Ctrl-C inside the transaction that stores a chunk: that chunk is rolled back whole, the rest resumes."""
     args = [*FLOW, "-d", dataset, "--filter", "ids(0, 1, 2)", "--store", store]
-    original_run_prompts = experiments.run_prompts
-    monkeypatch.setattr(experiments, "run_prompts", lambda *a, **k: original_run_prompts(*a, **{**k, "chunk_size": 1}))
+    original_run_prompts = runner.run_prompts
+    monkeypatch.setattr(runner, "run_prompts", lambda *a, **k: original_run_prompts(*a, **{**k, "chunk_size": 1}))
     calls = {"n": 0}
     original_touch = DuckDBStore._touch
 
@@ -304,16 +304,16 @@ def test_ctrl_c_inside_a_write_keeps_the_store_consistent(
 
 def test_ctrl_c_while_evaluating_for_the_filter(dataset: Path, store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The default filter 'correct' evaluates the model first; Ctrl-C there leaves that run partial."""
-    original = experiments.clean_probabilities
+    original = evaluate.clean_probabilities
 
     def interrupted(*args: Any, **kwargs: Any) -> torch.Tensor:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(experiments, "clean_probabilities", interrupted)
+    monkeypatch.setattr(evaluate, "clean_probabilities", interrupted)
     invoke(*FLOW, "-d", dataset, "--store", store, "-n", 2, code=130)
     runs = runs_of(store)
     assert runs[["kind", "status", "n_done"]].values.tolist() == [["evaluate", "partial", 0]]
-    monkeypatch.setattr(experiments, "clean_probabilities", original)
+    monkeypatch.setattr(evaluate, "clean_probabilities", original)
     invoke(*FLOW, "-d", dataset, "--store", store, "-n", 2)
     runs = runs_of(store).set_index("kind")
     assert runs.loc["evaluate", "status"] == "complete" and runs.loc["evaluate", "n_done"] == len(SYNTHETIC_IDS)

@@ -18,8 +18,11 @@ from infoflow.data.spans import TokenSpans, TokenType, find_spans
 from infoflow.engines.base import Engine
 from infoflow.engines.fast import FastEngine
 from infoflow.engines.reference import ReferenceEngine
-from infoflow.experiments.experiments import attention, evaluate, heatmap, info_flow
-from infoflow.experiments.plans import InfoFlowParams, KnockoutOptions, relative_change
+from infoflow.experiments.attention import attention
+from infoflow.experiments.evaluate import evaluate
+from infoflow.experiments.heatmap import heatmap
+from infoflow.experiments.info_flow import InfoFlowParams, info_flow
+from infoflow.experiments.plans import KnockoutOptions, relative_change
 from infoflow.experiments.runner import RunContext
 from infoflow.interventions.knockout import FeatureCategory, FeatureSelection, Knockout, KnockoutMode
 from infoflow.models import load_model

@@ -80,7 +80,7 @@ def test_core_imports_none_of_the_extras() -> None:
     """The library and command line import no package of an extra (a core install lacks them)."""
     code = (
         "import sys\n"
-        "import infoflow.cli, infoflow.experiments.experiments, infoflow.experiments.request, infoflow.report\n"
+        "import infoflow.cli, infoflow.experiments.registry, infoflow.experiments.request, infoflow.report\n"
         "print(sorted({'ray', 'streamlit', 'plotly', 'datasets'} & set(sys.modules)))\n"
     )
     imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)

@@ -19,10 +19,9 @@ import ray
 from infoflow.data import load_dataset
 from infoflow.data.spans import TokenType
 from infoflow.engines.fast import FastEngine
-from infoflow.experiments import experiments, runner
+from infoflow.experiments import runner
 from infoflow.experiments.distributed import RayExecutor, WorkerSpec
-from infoflow.experiments.experiments import info_flow_job, info_flow_manifest_params
-from infoflow.experiments.plans import InfoFlowParams
+from infoflow.experiments.info_flow import InfoFlowParams, info_flow_job, info_flow_manifest_params
 from infoflow.experiments.runner import Chunk, ChunkJob, ModelContext, RunContext, run_prompts
 from infoflow.models import load_model
 from infoflow.store import ResultsStore
@@ -57,8 +56,8 @@ def environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Wide consoles, the default store in tmp, and one prompt per chunk so that both workers get chunks."""
     wide_consoles(monkeypatch)
     monkeypatch.setenv("INFOFLOW_STORE", str(tmp_path / "default.duckdb"))
-    original_run_prompts = experiments.run_prompts
-    monkeypatch.setattr(experiments, "run_prompts", lambda *a, **k: original_run_prompts(*a, **{**k, "chunk_size": 1}))
+    original_run_prompts = runner.run_prompts
+    monkeypatch.setattr(runner, "run_prompts", lambda *a, **k: original_run_prompts(*a, **{**k, "chunk_size": 1}))
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 from infoflow.cli import app
 from infoflow.data import FactPrompt, TokenType, load_dataset
 from infoflow.engines.fast import FastEngine
-from infoflow.experiments.experiments import evaluate, info_flow
-from infoflow.experiments.plans import InfoFlowParams
+from infoflow.experiments.evaluate import evaluate
+from infoflow.experiments.info_flow import InfoFlowParams, info_flow
 from infoflow.experiments.runner import RunContext
 from infoflow.models import ModelLoadError, load_model
 from infoflow.models.load import LoadedModel

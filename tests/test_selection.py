@@ -14,7 +14,7 @@ import torch
 from infoflow.data.prompts import FactPrompt
 from infoflow.data.spans import PromptError, find_spans
 from infoflow.engines.fast import FastEngine
-from infoflow.experiments.experiments import evaluate
+from infoflow.experiments.evaluate import evaluate
 from infoflow.experiments.filters import FilterError, sample
 from infoflow.experiments.runner import RunContext
 from infoflow.experiments.selection import MIN_CHUNK, Selection, choose, chunk_size

@@ -17,13 +17,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from infoflow.experiments.experiments import info_flow_manifest_params
-from infoflow.experiments.plans import InfoFlowParams
+from infoflow.experiments.info_flow import InfoFlowParams, info_flow_manifest_params
 from infoflow.experiments.runner import RunLabel, start_run
 from infoflow.naming import QUIET_PARAMS, derived_run_name, short_filter
 from infoflow.store import Manifest, ResultsStore, StoreError, StoreWarning, UnknownRunError, base
 from infoflow.store.duckdb import DuckDBStore
-from infoflow.store.schema import COMPLETED, META_TABLE, TABLES
+from infoflow.store.schema import COMPLETED, META_TABLE, row_tables
 from tests.cli_support import invoke, wide_consoles, write_facts_csv
 
 FLOW_PARAMS: dict[str, Any] = {**info_flow_manifest_params(InfoFlowParams(window_sizes=(4,))), "n_layers": 8}
@@ -112,7 +111,7 @@ def schema_1_store(path: Path) -> str:
         con.execute(f"CREATE TABLE {META_TABLE} (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
         con.execute(f"INSERT INTO {META_TABLE} VALUES ('format', 'infoflow-results'), ('schema_version', '1')")
         con.execute(SCHEMA_1_RUNS)
-        for table in (*TABLES.values(), COMPLETED):
+        for table in (*row_tables().values(), COMPLETED):
             con.execute(table.ddl())
         con.execute(
             "INSERT INTO runs VALUES (?, 'info_flow', ?, ?, ?, ?, ?, 3, '0.1.0', now(), now(), 'complete', NULL, 'x')",

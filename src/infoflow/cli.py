@@ -328,7 +328,7 @@ def models() -> None:
 @run_options()
 def evaluate_command(request: RunRequest) -> None:
     """Clean next-token distribution per prompt: p0, rank and top-1 correctness of the target."""
-    from infoflow.experiments.experiments import evaluate
+    from infoflow.experiments.evaluate import evaluate
 
     with opened(request) as run:
         context, chosen = run.choose()
@@ -355,8 +355,8 @@ def info_flow_command(
     exempt_fraction: Annotated[float, typer.Option(help="Fraction of features a category exempts.")] = 1 / 3,
 ) -> None:
     """Knock out target <- source edges in every window of layers and record the target's probability."""
-    from infoflow.experiments.experiments import info_flow
-    from infoflow.experiments.plans import InfoFlowParams, KnockoutOptions
+    from infoflow.experiments.info_flow import InfoFlowParams, info_flow
+    from infoflow.experiments.plans import KnockoutOptions
 
     with opened(request) as run:
         model = run.loaded.model
@@ -385,16 +385,17 @@ def heatmap_command(
     strict: Annotated[bool, typer.Option(help="Mamba: also block the conv1d path from sources.")] = False,
 ) -> None:
     """Knock out last <- each position in every window: a tokens x windows map of the target's probability."""
-    from infoflow.experiments.experiments import heatmap
-    from infoflow.experiments.plans import InfoFlowParams, KnockoutOptions
+    from infoflow.experiments.heatmap import EXPERIMENT, HeatmapParams
+    from infoflow.experiments.plans import KnockoutOptions
 
     with opened(request) as run:
         model = run.loaded.model
         size = window_size if window_size is not None else default_window_size(model.n_layers)
-        options = KnockoutOptions(mode=mode, strict=strict)
-        InfoFlowParams(window_sizes=(size,), options=options).check_model(model)  # before work
+        params = EXPERIMENT.prepare(
+            HeatmapParams(size, KnockoutOptions(mode=mode, strict=strict)), model
+        )  # before work
         context, chosen = run.choose()
-        run_id = heatmap(context, chosen, size, options)
+        run_id = EXPERIMENT.run(context, chosen, params)
         print_done("heatmap", run_id, context)
         out.print(f"figures: infoflow report {run_id}")
 
@@ -407,7 +408,7 @@ def attention_command(
     per_feature: Annotated[bool, typer.Option(help="Also every channel's / head's own matrix.")] = False,
 ) -> None:
     """Export hidden-attention matrices (mean over channels/heads, optionally each) for prompts."""
-    from infoflow.experiments.experiments import attention, check_layers
+    from infoflow.experiments.attention import attention, check_layers
 
     with opened(request) as run:
         check_layers(run.loaded.model, layers)  # before any work, selection included
@@ -510,7 +511,9 @@ def runs_label(
 def runs_export(
     run_id: str,
     path: Path,
-    table: Annotated[str | None, typer.Option(help="Table to export (default: the run's own).")] = None,
+    table: Annotated[
+        str | None, typer.Option(help="Table to export: the run's own (its experiment's rows; the default) or errors.")
+    ] = None,
     store: StoreOption = None,
 ) -> None:
     """Export a run's rows to Parquet or CSV (by the file suffix)."""
@@ -576,24 +579,27 @@ def plot(
     """Publication figures (PNG and PDF): info-flow curves with 95 % bands, or heatmaps of p - p0."""
 
     def body() -> None:
-        from infoflow.plots import heatmap_figure, info_flow_figure, runs_frame, save_figure
+        from infoflow.experiments.experiment import FigureOptions
+        from infoflow.experiments.registry import EXPERIMENTS
+        from infoflow.plots import runs_frame, save_figure
         from infoflow.store import ResultsStore
 
+        drawn = [kind for kind, experiment in EXPERIMENTS.items() if experiment.plot is not None]
         with ResultsStore.open(store, read_only=True) as results:
-            kinds = {str(results.run(run_id).manifest.kind) for run_id in run_ids}
-            if len(kinds) != 1 or not kinds <= {"info_flow", "heatmap"}:
-                raise CliError(f"plot takes runs of one kind, info_flow or heatmap; got {sorted(kinds)}")
+            kinds = {results.run(run_id).manifest.kind for run_id in run_ids}
+            if len(kinds) != 1 or not kinds <= set(drawn):
+                choices = ", ".join(drawn[:-1]) + " or " + drawn[-1]
+                raise CliError(f"plot takes runs of one kind, {choices}; got {sorted(kinds)}")
             kind = kinds.pop()
             frame = runs_frame(results, run_ids, kind)
         output.mkdir(parents=True, exist_ok=True)
-        written = []
-        if kind == "info_flow":
-            figure = info_flow_figure(frame, lines=lines, metric=metric, x=x_axis)
-            written += save_figure(figure, output / f"info-flow-{'-'.join(run_ids)}-{metric}")
-        else:
-            for prompt_id in sorted(frame["prompt_id"].unique()):
-                figure = heatmap_figure(frame, int(prompt_id), x=x_axis)
-                written += save_figure(figure, output / f"heatmap-{'-'.join(run_ids)}-prompt{prompt_id}")
+        options = FigureOptions(x=x_axis, metric=metric, lines=lines)
+        stem = f"{kind.replace('_', '-')}-{'-'.join(run_ids)}"
+        written = [
+            path
+            for part, figure in EXPERIMENTS[kind].plot(frame, options)
+            for path in save_figure(figure, output / f"{stem}-{part}")
+        ]
         for path in written:
             out.print(f"wrote {path}")
 

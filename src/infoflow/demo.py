@@ -6,8 +6,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from infoflow.data.spans import TokenType
-from infoflow.experiments.experiments import heatmap, info_flow
-from infoflow.experiments.plans import InfoFlowParams
+from infoflow.experiments.heatmap import heatmap
+from infoflow.experiments.info_flow import InfoFlowParams, info_flow
 from infoflow.experiments.request import RunRequest, open_run
 from infoflow.interventions.knockout import FeatureCategory, default_window_size
 from infoflow.report import write_report

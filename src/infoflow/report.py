@@ -12,13 +12,14 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
+from infoflow.experiments.experiment import FLOAT_FORMAT, Block, FigureOptions, Heading, TableBlock, Text
+from infoflow.experiments.registry import EXPERIMENTS
 from infoflow.naming import short_filter
-from infoflow.plots.heatmap import heatmap_figure
-from infoflow.plots.info_flow import XAxis, info_flow_figure
+from infoflow.plots.info_flow import XAxis
 from infoflow.plots.load import runs_frame
 from infoflow.plots.style import png_bytes
-from infoflow.plots.summary import error_summary, evaluate_summary, flow_minima
-from infoflow.store import ExperimentKind, ResultsStore, Run
+from infoflow.plots.summary import error_summary
+from infoflow.store import ResultsStore, Run
 from infoflow.store.manifest import package_version
 from infoflow.store.summary import SHORT_ID, details_rows, run_details
 
@@ -37,7 +38,6 @@ figure { margin: 1em 0 1.6em; } figure img { max-width: 100%; height: auto; bord
 figcaption { color: #555; font-size: 0.85em; }
 nav ul { padding-left: 1.2em; } .note { color: #777; font-style: italic; }
 """
-FLOAT_FORMAT = "{:.3g}".format
 
 
 def write_report(
@@ -50,24 +50,24 @@ def write_report(
 ) -> Path:
     """Write the report of ``run_ids`` (default: every run in the store) to ``path``; returns the path.
 
-    Contents: an overview table of the runs; info-flow curves comparing models (where several info-flow
-    runs share a target, feature category and window size) and side-by-side heatmaps (prompts that several
-    heatmap runs share); then per run its manifest, prompt and error counts with the errors' reasons, and
-    its figures and summary tables (info flow: per source, the window of the lowest mean change of p).
+    Contents: an overview table of the runs; then, per experiment with two or more runs, their comparison
+    (info-flow curves of the models that share a target, feature category and window size; side-by-side
+    heatmaps of the prompts they share); then per run its manifest, prompt and error counts with the errors'
+    reasons, and its figures and summary tables (info flow: per source, the window of the lowest mean change
+    of p). Each experiment draws its own sections (its ``report`` and ``compare`` hooks).
     """
+    options = FigureOptions(x=x, prompts=heatmap_prompts)
     counts = store.runs().set_index("run_id")  # progress and error counts of every run
     runs = [store.run(r) for r in (run_ids if run_ids is not None else counts.index)]
-    flow = [r.run_id for r in runs if r.manifest.kind is ExperimentKind.INFO_FLOW]
-    heat = [r.run_id for r in runs if r.manifest.kind is ExperimentKind.HEATMAP]
     body = [_overview(runs, counts)]
-    if len(flow) > 1:
-        body.append(_flow_comparison(runs_frame(store, flow, ExperimentKind.INFO_FLOW), x))
-    if len(heat) > 1:
-        body.append(_heatmap_comparison(runs_frame(store, heat, ExperimentKind.HEATMAP), heatmap_prompts, x))
-    body += [_run_section(store, run, heatmap_prompts, x) for run in runs]
+    for kind, experiment in EXPERIMENTS.items():
+        of_kind = [r.run_id for r in runs if r.manifest.kind == kind]
+        if experiment.compare is not None and len(of_kind) > 1:
+            body.append(_render(experiment.compare(runs_frame(store, of_kind, kind), options)))
+    body += [_run_section(store, run, counts, options) for run in runs]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(_page("infoflow report", "\n".join(body)), encoding="utf-8")
+    path.write_text(_page("infoflow report", "\n".join(filter(None, body))), encoding="utf-8")
     return path
 
 
@@ -117,29 +117,18 @@ def _overview(runs: list[Run], counts: pd.DataFrame) -> str:
     return f"<h2>Runs</h2>\n{_table(rows)}\n<nav><ul>{links}</ul></nav>"
 
 
-def _flow_comparison(frame: pd.DataFrame, x: XAxis) -> str:
-    parts = ["<h2>Info flow: models compared</h2>"]
-    keys = ["target", "feature_category", "window_size"]
-    for key, rows in frame.groupby(keys, sort=True):
-        if rows["model"].nunique() > 1:
-            caption = "Mean change of p(target) (%) with 95 % Student-t band; " + ", ".join(
-                f"{k} {v}" for k, v in zip(keys, key, strict=True)
-            )
-            parts.append(_figure(info_flow_figure(rows, lines="model", x=x), caption))
-    if len(parts) == 1:
-        parts.append('<p class="note">No target, feature category and window size is shared by two runs.</p>')
-    return "\n".join(parts)
-
-
-def _heatmap_comparison(frame: pd.DataFrame, n_prompts: int, x: XAxis) -> str:
-    parts = ["<h2>Heatmaps: models compared</h2>"]
-    for size, rows in frame.groupby("window_size", sort=True):
-        shared = rows.groupby("prompt_id")["model"].nunique()
-        for prompt_id in shared[shared > 1].index[:n_prompts]:
-            fig = heatmap_figure(rows, int(prompt_id), window_size=int(size), x=x)
-            parts.append(_figure(fig, f"p − p0 knocking out each token → last; prompt {prompt_id}, window size {size}"))
-    if len(parts) == 1:
-        parts.append('<p class="note">No prompt and window size is shared by two heatmap runs.</p>')
+def _render(blocks: list[Block]) -> str:
+    """The HTML of an experiment's blocks (none: an empty string)."""
+    parts = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            parts.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
+        elif isinstance(block, Text):
+            parts.append(f'<p class="{block.style}">{html.escape(block.text)}</p>')
+        elif isinstance(block, TableBlock):
+            parts.append(_table(block.frame))
+        else:
+            parts.append(_figure(block.figure, block.caption))
     return "\n".join(parts)
 
 
@@ -153,7 +142,7 @@ def _manifest_table(store: ResultsStore, run: Run) -> str:
     )
 
 
-def _run_section(store: ResultsStore, run: Run, n_prompts: int, x: XAxis) -> str:
+def _run_section(store: ResultsStore, run: Run, counts: pd.DataFrame, options: FigureOptions) -> str:
     m = run.manifest
     title = html.escape(f"{run.name} ({run.run_id[:SHORT_ID]})")
     parts = [f'<h2 id="{_anchor(run.run_id)}">{title}</h2>', _manifest_table(store, run)]
@@ -161,62 +150,9 @@ def _run_section(store: ResultsStore, run: Run, n_prompts: int, x: XAxis) -> str
     if not errors.empty:
         errors = errors.rename(columns={"reason": "example", "prompt_ids": "first prompt ids"})
         parts += ["<h3>Prompt errors (skipped)</h3>", _table(errors)]
-    frame = runs_frame(store, [run.run_id], m.kind)
-    if frame.empty:
+    experiment = EXPERIMENTS.get(m.kind)
+    if counts.loc[run.run_id, "n_rows"] == 0:
         parts.append('<p class="note">No rows yet.</p>')
-    elif m.kind is ExperimentKind.INFO_FLOW:
-        parts.append(_flow_details(frame, x))
-    elif m.kind is ExperimentKind.HEATMAP:
-        parts.append(_heatmap_details(frame, n_prompts, x))
-    elif m.kind is ExperimentKind.EVALUATE:
-        parts += ["<h3>Clean predictions</h3>", _table(evaluate_summary(frame))]
-    return "\n".join(parts)
-
-
-def _flow_details(frame: pd.DataFrame, x: XAxis) -> str:
-    minima = flow_minima(frame)
-    minima = pd.DataFrame(
-        {
-            "target": minima["target"],
-            "source": minima["source"],
-            "feature category": minima["feature_category"],
-            "window size": minima["window_size"],
-            "prompts": minima["n"],
-            "min mean change (%)": minima["min_mean_diff"].map(FLOAT_FORMAT),
-            "95 % CI": [
-                f"[{FLOAT_FORMAT(lo)}, {FLOAT_FORMAT(hi)}]"
-                for lo, hi in zip(minima["low"], minima["high"], strict=True)
-            ],
-            "window start": minima["window_start"],
-            "depth (%)": minima["depth"].round(1),
-            "still top-1 (%)": minima["hit_rate"].round(1),
-        }
-    )
-    parts = [
-        "<h3>Strongest effect per source</h3>",
-        '<p class="meta">The window with the lowest mean change of p(target), with its 95 % Student-t interval; '
-        "depth: 100 % = last window start; still top-1: prompts whose target stays the top prediction there.</p>",
-        _table(minima),
-        "<h3>Curves</h3>",
-    ]
-    for (target, size), rows in frame.groupby(["target", "window_size"], sort=True):
-        for metric, what in (("diff", "mean change of p(target) (%)"), ("hit", "% of prompts still top-1")):
-            caption = f"{what} by feature category with 95 % Student-t band; target {target}, window size {size}"
-            parts.append(_figure(info_flow_figure(rows, lines="feature_category", metric=metric, x=x), caption))
-    if frame["window_size"].nunique() > 1:
-        for (target, category), rows in frame.groupby(["target", "feature_category"], sort=True):
-            caption = f"Mean change of p(target) (%) by window size; target {target}, feature category {category}"
-            parts.append(_figure(info_flow_figure(rows, lines="window_size", x=x), caption))
-    return "\n".join(parts)
-
-
-def _heatmap_details(frame: pd.DataFrame, n_prompts: int, x: XAxis) -> str:
-    prompts = sorted(frame["prompt_id"].unique())
-    shown = prompts[:n_prompts]
-    parts = [f'<h3>Heatmaps</h3>\n<p class="meta">{len(shown)} of {len(prompts)} prompts shown.</p>']
-    for size, rows in frame.groupby("window_size", sort=True):
-        for prompt_id in shown:
-            if (rows["prompt_id"] == prompt_id).any():
-                fig = heatmap_figure(rows, int(prompt_id), window_size=int(size), x=x)
-                parts.append(_figure(fig, f"p − p0, prompt {prompt_id}, window size {size}"))
-    return "\n".join(parts)
+    elif experiment is not None and experiment.report is not None:
+        parts.append(_render(experiment.report(runs_frame(store, [run.run_id], m.kind), options)))
+    return "\n".join(filter(None, parts))

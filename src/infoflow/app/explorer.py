@@ -21,14 +21,10 @@ from infoflow.data.prompts import FactPrompt
 from infoflow.data.spans import TokenSpans, TokenType, find_spans
 from infoflow.engines.base import TargetScores
 from infoflow.engines.fast import FastEngine
-from infoflow.experiments.experiments import clean_probabilities, heatmap_rows, info_flow_rows
-from infoflow.experiments.plans import (
-    InfoFlowParams,
-    KnockoutOptions,
-    PlannedKnockout,
-    heatmap_plan,
-    info_flow_plan,
-)
+from infoflow.experiments.evaluate import clean_probabilities
+from infoflow.experiments.heatmap import heatmap_plan, heatmap_rows
+from infoflow.experiments.info_flow import InfoFlowParams, info_flow_plan, info_flow_rows
+from infoflow.experiments.plans import KnockoutOptions, PlannedKnockout
 from infoflow.interventions.knockout import FeatureCategory, default_window_size
 from infoflow.models.load import LoadedModel
 

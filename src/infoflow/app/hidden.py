@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from infoflow.app.explorer import ExplorerRequest, prompt_spans
-from infoflow.experiments.experiments import attention
+from infoflow.experiments.attention import attention
 from infoflow.experiments.request import EngineName, RunRequest, open_run
 from infoflow.models.load import LoadedModel
 from infoflow.store import ResultsStore

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from infoflow.data.prompts import FactPrompt
 from infoflow.data.spans import TokenType
-from infoflow.experiments.experiments import heatmap, info_flow
-from infoflow.experiments.plans import InfoFlowParams, KnockoutOptions
+from infoflow.experiments.heatmap import heatmap
+from infoflow.experiments.info_flow import InfoFlowParams, info_flow
+from infoflow.experiments.plans import KnockoutOptions
 from infoflow.experiments.request import RunRequest, open_run
 from infoflow.experiments.runner import RunContext
 from infoflow.interventions.knockout import FeatureCategory, KnockoutMode, default_window_size

@@ -1,22 +1,16 @@
-"""Knockout plans: which knockouts an experiment runs on one prompt, each with the key it is stored under.
+"""What the knockout experiments share: how edges are knocked out, a planned knockout with the key its row is
+stored under, and the checks of a plan against a model.
 
 Plans know token types and windows, never architectures: engines run them on any model.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
 
-from infoflow.data.spans import TokenSpans, TokenType
-from infoflow.interventions.knockout import (
-    FeatureCategory,
-    FeatureSelection,
-    Knockout,
-    KnockoutMode,
-    window,
-    window_starts,
-)
+from infoflow.interventions.knockout import FeatureCategory, FeatureSelection, Knockout, KnockoutMode, window
 
 if TYPE_CHECKING:
     from infoflow.models.base import CausalLM
@@ -37,29 +31,8 @@ class KnockoutOptions:
     def features(self, category: FeatureCategory) -> FeatureSelection:
         return FeatureSelection(category=category, exempt_fraction=self.exempt_fraction)
 
-
-@dataclass(frozen=True)
-class InfoFlowParams:
-    """An info-flow sweep: targets x sources x feature categories x window sizes x window starts."""
-
-    targets: tuple[TokenType, ...] = (TokenType.LAST,)
-    sources: tuple[TokenType, ...] = (TokenType.SUBJECT, TokenType.RELATION, TokenType.LAST, TokenType.FIRST)
-    feature_categories: tuple[FeatureCategory, ...] = (FeatureCategory.ALL,)
-    window_sizes: tuple[int, ...] = (9,)
-    options: KnockoutOptions = field(default_factory=KnockoutOptions)
-
-    def __post_init__(self) -> None:
-        for name in ("targets", "sources", "feature_categories", "window_sizes"):
-            if not getattr(self, name):
-                raise ValueError(f"an info-flow sweep needs at least one of {name.replace('_', ' ')}")
-
-    def check_model(self, model: CausalLM) -> None:
-        """Refuse up front what no prompt could run: windows deeper than the model, options no layer supports."""
-        from infoflow.interventions.layer_knockout import check_options
-
-        for size in self.window_sizes:
-            window(0, size, model.n_layers)
-        check_options(model, self.options.mode, self.options.strict, self.feature_categories)
+    def manifest_params(self) -> dict[str, Any]:
+        return {**asdict(self), "mode": self.mode.value}
 
 
 @dataclass(frozen=True)
@@ -68,50 +41,18 @@ class PlannedKnockout:
     knockout: Knockout
 
 
-def info_flow_plan(spans: TokenSpans, n_layers: int, params: InfoFlowParams) -> list[PlannedKnockout]:
-    """Every knockout of the sweep for one prompt; raises ``PromptError`` if a needed token type is empty."""
-    positions = {t: spans.positions(t) for t in {*params.targets, *params.sources}}
-    plan = []
-    for target in params.targets:
-        for source in params.sources:
-            for category in params.feature_categories:
-                for size in params.window_sizes:
-                    for start in window_starts(size, n_layers):
-                        key = {
-                            "target": target.value,
-                            "source": source.value,
-                            "feature_category": category.value,
-                            "window_size": size,
-                            "window_start": start,
-                        }
-                        knockout = Knockout.between(
-                            positions[target],
-                            positions[source],
-                            window(start, size, n_layers),
-                            mode=params.options.mode,
-                            strict=params.options.strict,
-                            features=params.options.features(category),
-                        )
-                        plan.append(PlannedKnockout(key, knockout))
-    return plan
+def check_knockouts(
+    model: CausalLM,
+    window_sizes: Iterable[int],
+    options: KnockoutOptions,
+    categories: Iterable[FeatureCategory] = (FeatureCategory.ALL,),
+) -> None:
+    """Refuse up front what no prompt could run: windows deeper than the model, options no layer supports."""
+    from infoflow.interventions.layer_knockout import check_options
 
-
-def heatmap_plan(
-    spans: TokenSpans, n_layers: int, window_size: int, options: KnockoutOptions | None = None
-) -> list[PlannedKnockout]:
-    """last <- position i for every position i and every window start: a [tokens x windows] grid."""
-    options = options or KnockoutOptions()
-    last = spans.num_tokens - 1
-    return [
-        PlannedKnockout(
-            {"window_size": window_size, "window_start": start, "position": position},
-            Knockout.between(
-                [last], [position], window(start, window_size, n_layers), mode=options.mode, strict=options.strict
-            ),
-        )
-        for start in window_starts(window_size, n_layers)
-        for position in range(spans.num_tokens)
-    ]
+    for size in window_sizes:
+        window(0, size, model.n_layers)
+    check_options(model, options.mode, options.strict, tuple(categories))
 
 
 def relative_change(p: float, p0: float) -> float:

@@ -14,18 +14,19 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import torch
 from rich.console import Console
 
 from infoflow.data.prompts import FactPrompt
 from infoflow.data.spans import PromptError, TokenSpans, find_spans_many
-from infoflow.engines.base import Engine
 from infoflow.experiments.progress import progress_bar
-from infoflow.models.load import LoadedModel
 from infoflow.naming import short_model_name
 from infoflow.store import Manifest, ResultsStore, Run, StoreWarning
+
+if TYPE_CHECKING:  # experiment modules import this module's types without torch
+    from infoflow.engines.base import Engine
+    from infoflow.models.load import LoadedModel
 
 Rows = list[dict[str, Any]]
 PromptJob = Callable[[FactPrompt, TokenSpans], Rows]  # raises PromptError for an unusable prompt
@@ -180,6 +181,8 @@ def check_length(spans: TokenSpans | PromptError, max_positions: int | None) -> 
 
 def is_out_of_memory(error: BaseException) -> bool:
     """A CUDA out-of-memory error, the CPU allocator failing, or Python's ``MemoryError``."""
+    import torch
+
     message = str(error)
     return isinstance(error, torch.OutOfMemoryError | MemoryError) or (
         isinstance(error, RuntimeError) and ("can't allocate memory" in message or "not enough memory" in message)
@@ -194,6 +197,8 @@ def run_chunk(usable: Chunk, job: ChunkJob) -> list[Rows | PromptError]:
     except (RuntimeError, MemoryError) as error:
         if not is_out_of_memory(error):
             raise
+    import torch
+
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     if len(usable) == 1:

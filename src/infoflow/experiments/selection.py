@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from infoflow.data.prompts import FactPrompt
-from infoflow.experiments.experiments import evaluate
+from infoflow.experiments.evaluate import evaluate
 from infoflow.experiments.filters import FilterContext, FilterError, parse_filter, sample, seeded_order
 from infoflow.experiments.runner import RunContext
 from infoflow.naming import short_model_name

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from infoflow.data import FactPrompt
-from infoflow.experiments.experiments import evaluate, heatmap, info_flow
-from infoflow.experiments.plans import InfoFlowParams
+from infoflow.experiments.evaluate import evaluate
+from infoflow.experiments.heatmap import heatmap
+from infoflow.experiments.info_flow import InfoFlowParams, info_flow
 from infoflow.experiments.request import Precision, RunRequest, load_prompts_of, open_run
 from infoflow.interventions.knockout import FeatureCategory, default_window_size
 from infoflow.store import ResultsStore

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from infoflow.naming import short_model_name
-from infoflow.store import ExperimentKind, ResultsStore
+from infoflow.store import ResultsStore
 
 
 def run_labels(store: ResultsStore, run_ids: Sequence[str]) -> dict[str, str]:
@@ -19,14 +19,13 @@ def run_labels(store: ResultsStore, run_ids: Sequence[str]) -> dict[str, str]:
     return {r: runs[r].name if m in shared else m for r, m in models.items()}
 
 
-def runs_frame(store: ResultsStore, run_ids: Sequence[str], kind: ExperimentKind | str) -> pd.DataFrame:
+def runs_frame(store: ResultsStore, run_ids: Sequence[str], kind: str) -> pd.DataFrame:
     """The rows of ``run_ids`` (all of experiment ``kind``) with columns ``model`` (label), ``n_layers``
     (from the manifest's params, NaN if absent), ``dataset`` and ``dataset_filter`` added."""
-    kind = ExperimentKind(kind)
     runs = [store.run(r) for r in run_ids]
-    wrong = [f"{run.run_id} ({run.manifest.kind.value})" for run in runs if run.manifest.kind is not kind]
+    wrong = [f"{run.run_id} ({run.manifest.kind})" for run in runs if run.manifest.kind != kind]
     if wrong:
-        raise ValueError(f"expected {kind.value} runs, got {', '.join(wrong)}")
+        raise ValueError(f"expected {kind} runs, got {', '.join(wrong)}")
     labels = run_labels(store, [run.run_id for run in runs])
     frames = [
         store.frame(run.run_id).assign(

@@ -13,13 +13,11 @@ from infoflow.store.errors import (
     StoreWarning,
     UnknownRunError,
 )
-from infoflow.store.manifest import ExperimentKind, Manifest, Run, RunStatus
-from infoflow.store.schema import SCHEMA_VERSION, TABLES
+from infoflow.store.manifest import Manifest, Run, RunStatus
+from infoflow.store.schema import SCHEMA_VERSION
 
 __all__ = [
     "SCHEMA_VERSION",
-    "TABLES",
-    "ExperimentKind",
     "Manifest",
     "NotAStoreError",
     "ResultsStore",

@@ -46,7 +46,7 @@ class ResultsStore(ABC):
     """Runs and their rows. Open with ``ResultsStore.open``; use as a context manager; one thread at a time.
 
     Runs are addressed by id, unique id prefix (at least 4 characters) or name. Rows go to the row table named
-    after the run's kind (``store.schema.TABLES``); inserting an existing key is a no-op.
+    after the run's kind (the experiment's, ``store.schema.row_tables``); inserting an existing key is a no-op.
     """
 
     path: Path
@@ -152,6 +152,6 @@ class ResultsStore(ABC):
 
     @staticmethod
     def json_columns(run: Run, table: str | None) -> tuple[str, ...]:
-        from infoflow.store.schema import TABLES
+        from infoflow.store.schema import row_tables
 
-        return tuple(c.name for c in TABLES[table or run.manifest.kind.value].columns if c.is_json)
+        return tuple(c.name for c in row_tables()[table or run.manifest.kind].columns if c.is_json)

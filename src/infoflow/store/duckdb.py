@@ -21,9 +21,9 @@ from infoflow.naming import derived_run_name
 from infoflow.store.base import ResultsStore
 from infoflow.store.connection import SharedConnection, WriterLock, check_path, live_writer_session, transaction
 from infoflow.store.errors import StoreError, StoreWarning, UnknownRunError
-from infoflow.store.manifest import ExperimentKind, Manifest, Run, RunStatus, canonical_json
+from infoflow.store.manifest import Manifest, Run, RunStatus, canonical_json
 from infoflow.store.rows import Rows, to_arrow
-from infoflow.store.schema import COMPLETED, TABLES, Table, ensure_schema
+from infoflow.store.schema import COMPLETED, ERRORS, Schema, Table, ensure_schema
 
 if TYPE_CHECKING:
     import polars
@@ -57,13 +57,16 @@ def _now() -> datetime:
 class DuckDBStore(ResultsStore):
     """Runs and their rows in one DuckDB file."""
 
-    def __init__(self, connection: SharedConnection, path: Path, read_only: bool, version: int) -> None:
+    def __init__(self, connection: SharedConnection, path: Path, read_only: bool, schema: Schema) -> None:
         self._connection = connection
         self.path = path
         self.read_only = read_only
-        rows = " + ".join(f"(SELECT count(*) FROM {t} x WHERE x.run_id = r.run_id)" for t in TABLES if t != "errors")
-        self._runs_query = _RUNS_QUERY.format(labels=LABELS[version], rows=rows)
-        self._kinds: dict[str, ExperimentKind] = {}
+        self._tables = schema.tables  # the row tables of the experiments this store has, and errors
+        rows = " + ".join(
+            f"(SELECT count(*) FROM {t} x WHERE x.run_id = r.run_id)" for t in self._tables if t != ERRORS.name
+        )
+        self._runs_query = _RUNS_QUERY.format(labels=LABELS[schema.version], rows=rows or "0")
+        self._kinds: dict[str, str] = {}
 
     @classmethod
     def open_path(cls, path: Path, read_only: bool) -> DuckDBStore:
@@ -71,14 +74,14 @@ class DuckDBStore(ResultsStore):
         connection = SharedConnection(path, read_only, None if read_only else WriterLock(path, _session()))
         try:
             with connection.use() as con:
-                version = ensure_schema(con, path, read_only)
+                schema = ensure_schema(con, path, read_only)
         except duckdb.Error as e:
             connection.close()
             raise StoreError(f"cannot read results store {path}: {e}") from e
         except BaseException:
             connection.close()
             raise
-        return cls(connection, path, read_only, version)
+        return cls(connection, path, read_only, schema)
 
     def close(self) -> None:
         self._connection.close()
@@ -88,18 +91,19 @@ class DuckDBStore(ResultsStore):
     def start_run(self, manifest: Manifest, *, name: str | None = None, tags: Iterable[str] = ()) -> Run:
         self._check_writable()
         run_id, m, now, tags = manifest.run_id, manifest, _now(), sorted(set(tags))
+        self._row_table(m.kind)  # a kind without a row table is refused before anything is written
         with self._connection.use() as con, transaction(con):
             found = con.execute("SELECT package_version, tags FROM runs WHERE run_id = ?", [run_id]).fetchall()
             if not found:
                 name = self._free_name(
                     con,
                     run_id,
-                    name or derived_run_name(m.model_id, m.kind.value, dict(m.params)),
+                    name or derived_run_name(m.model_id, m.kind, dict(m.params)),
                     given=name is not None,
                 )
                 columns = "run_id, kind, model_id, model_revision, dataset, dataset_filter, params, n_prompts, "
                 columns += "package_version, created_at, updated_at, status, session, name, tags"
-                values: list[Any] = [run_id, m.kind.value, m.model_id, m.model_revision, m.dataset, m.dataset_filter]
+                values: list[Any] = [run_id, m.kind, m.model_id, m.model_revision, m.dataset, m.dataset_filter]
                 values += [canonical_json(m.params), m.n_prompts, m.package_version, now, now, "running", _session()]
                 con.execute(f"INSERT INTO runs ({columns}) VALUES ({', '.join(['?'] * 15)})", [*values, name, tags])
                 older = m.schema_1_run_id
@@ -178,7 +182,7 @@ class DuckDBStore(ResultsStore):
         self._check_writable()
         run_id, _ = self._resolve(run_id)
         with self._connection.use() as con, transaction(con):
-            for table in (*TABLES, COMPLETED.name, "runs"):
+            for table in (*self._tables, COMPLETED.name, "runs"):
                 con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
         del self._kinds[run_id]
 
@@ -187,11 +191,12 @@ class DuckDBStore(ResultsStore):
     def add_rows(self, run_id: str, rows: Rows, *, done: Iterable[int] | None = None) -> int:
         self._check_writable()
         run_id, kind = self._resolve(run_id)
-        batch = to_arrow(TABLES[kind], rows)
+        table = self._row_table(kind)
+        batch = to_arrow(table, rows)
         prompts = batch["prompt_id"].unique().to_pylist() if done is None else [int(p) for p in done]
 
         def write(con: duckdb.DuckDBPyConnection) -> int:
-            added = self._insert(con, TABLES[kind], run_id, batch)
+            added = self._insert(con, table, run_id, batch)
             if prompts:
                 con.execute(
                     f"INSERT INTO {COMPLETED.name} SELECT ?, unnest(?::BIGINT[]), ? ON CONFLICT DO NOTHING",
@@ -205,10 +210,10 @@ class DuckDBStore(ResultsStore):
     def add_errors(self, run_id: str, errors: Mapping[int, str]) -> int:
         self._check_writable()
         run_id, _ = self._resolve(run_id)
-        batch = to_arrow(TABLES["errors"], [{"prompt_id": p, "reason": r} for p, r in errors.items()])
+        batch = to_arrow(ERRORS, [{"prompt_id": p, "reason": r} for p, r in errors.items()])
 
         def write(con: duckdb.DuckDBPyConnection) -> int:
-            added = self._insert(con, TABLES["errors"], run_id, batch)
+            added = self._insert(con, ERRORS, run_id, batch)
             self._touch(con, run_id)
             return added
 
@@ -272,7 +277,7 @@ class DuckDBStore(ResultsStore):
             number += 1
         return f"{name} ({number})"
 
-    def _resolve(self, run_id: str) -> tuple[str, ExperimentKind]:
+    def _resolve(self, run_id: str) -> tuple[str, str]:
         """The full id and kind of the run with this id, name or unique id prefix (4 characters or more)."""
         if run_id in self._kinds:
             return run_id, self._kinds[run_id]
@@ -290,15 +295,19 @@ class DuckDBStore(ResultsStore):
                 what = "matches no run (by id, id prefix or name)" + (f"; did you mean {close}?" if close else "")
             raise UnknownRunError(f"run {run_id!r} {what} in store {self.path}")
         full_id, kind = matches[0]
-        self._kinds[full_id] = ExperimentKind(kind)
-        return full_id, self._kinds[full_id]
+        self._kinds[full_id] = kind
+        return full_id, kind
 
     def _table(self, run_id: str, table: str | None) -> tuple[str, Table]:
         run_id, kind = self._resolve(run_id)
-        name = table or kind.value
-        if name not in TABLES:
-            raise ValueError(f"no row table {name!r}; tables: {sorted(TABLES)}")
-        return run_id, TABLES[name]
+        return run_id, self._row_table(table or kind)
+
+    def _row_table(self, name: str) -> Table:
+        """The row table ``name`` (an experiment's kind, or errors); a ``ValueError`` naming the tables if this
+        store has none of that name (an experiment this infoflow does not know)."""
+        if name not in self._tables:
+            raise ValueError(f"no row table {name!r} in store {self.path}; tables: {sorted(self._tables)}")
+        return self._tables[name]
 
     def _select(self, run_id: str, table: str | None) -> tuple[str, list[str]]:
         """The query of ``frame`` and ``arrow`` and its parameters."""

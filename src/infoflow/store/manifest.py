@@ -13,15 +13,6 @@ from pathlib import Path
 from typing import Any
 
 
-class ExperimentKind(StrEnum):
-    """The experiment a run holds; its rows go to the row table of the same name."""
-
-    EVALUATE = "evaluate"
-    INFO_FLOW = "info_flow"
-    HEATMAP = "heatmap"
-    ATTENTION = "attention"
-
-
 class RunStatus(StrEnum):
     RUNNING = "running"
     COMPLETE = "complete"
@@ -72,7 +63,7 @@ class Manifest:
     ``package_version`` are recorded but are not part of the identity.
     """
 
-    kind: ExperimentKind
+    kind: str  # the experiment (``experiments.registry``); its rows go to the row table of the same name
     model_id: str
     model_revision: str
     dataset: str
@@ -82,7 +73,7 @@ class Manifest:
     package_version: str = field(default_factory=package_version)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "kind", ExperimentKind(self.kind))
+        object.__setattr__(self, "kind", str(self.kind))
         object.__setattr__(self, "params", json.loads(canonical_json(dict(self.params))))
 
     @property

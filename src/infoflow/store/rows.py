@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -12,7 +12,7 @@ import pyarrow as pa
 from infoflow.store.manifest import canonical_json
 from infoflow.store.schema import Column, Table
 
-Rows = pd.DataFrame | Iterable[Mapping[str, Any]]
+Rows: TypeAlias = pd.DataFrame | Iterable[Mapping[str, Any]]
 
 
 def to_arrow(table: Table, rows: Rows) -> pa.Table:
@@ -37,7 +37,7 @@ def to_arrow(table: Table, rows: Rows) -> pa.Table:
 def _columns(rows: Rows) -> dict[str, Any]:
     if isinstance(rows, pd.DataFrame):
         return {str(name): rows[name] for name in rows.columns}
-    records = list(rows)
+    records: list[Mapping[str, Any]] = list(rows)
     names = dict.fromkeys(name for record in records for name in record)
     return {name: [record.get(name) for record in records] for name in names}
 

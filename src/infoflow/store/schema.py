@@ -2,6 +2,9 @@
 
 Every row table is keyed by ``(run_id, prompt_id, ...)``; inserting an existing key is a no-op, which is
 what makes resuming and re-running safe. ``prompt_id`` is an integer (the dataset's id of the prompt).
+Each experiment declares its own row table (``experiments.registry``); the schema version covers the tables
+every store has (meta, runs, completed, errors). A store opened to write gains the row table of an experiment
+added since it was made, and the value columns an experiment gained; one opened to read uses what it has.
 """
 
 from __future__ import annotations
@@ -53,11 +56,13 @@ class Column:
         return self.sql == "JSON"
 
 
-def _key(name: str, sql: str) -> Column:
+def key(name: str, sql: str) -> Column:
+    """A key column (always given)."""
     return Column(name, sql, key=True, required=True)
 
 
-def _value(name: str, sql: str, required: bool = False) -> Column:
+def value(name: str, sql: str, required: bool = False) -> Column:
+    """A value column."""
     return Column(name, sql, required=required)
 
 
@@ -70,7 +75,7 @@ class Table:
 
     @property
     def all_columns(self) -> tuple[Column, ...]:
-        return (_key("run_id", "VARCHAR"), _key("prompt_id", "BIGINT"), *self.columns)
+        return (key("run_id", "VARCHAR"), key("prompt_id", "BIGINT"), *self.columns)
 
     @property
     def input_columns(self) -> tuple[Column, ...]:
@@ -86,65 +91,18 @@ class Table:
         return f"CREATE TABLE {self.name} ({', '.join(cols)}, PRIMARY KEY ({', '.join(self.key_names)}))"
 
 
-# Row tables, one per experiment kind (same names as ExperimentKind values), and per-prompt errors.
-TABLES: dict[str, Table] = {
-    t.name: t
-    for t in (
-        Table(
-            "evaluate",
-            (
-                _value("p0", "DOUBLE", required=True),
-                _value("rank", "INTEGER", required=True),
-                _value("correct", "BOOLEAN", required=True),
-                _value("target_token", "VARCHAR"),
-                _value("target_token_id", "INTEGER"),
-                _value("top_tokens", "JSON"),
-                _value("prompt", "VARCHAR"),
-                _value("subject", "VARCHAR"),
-                _value("target", "VARCHAR"),
-            ),
-        ),
-        Table(
-            "info_flow",
-            (
-                _key("target", "VARCHAR"),
-                _key("source", "VARCHAR"),
-                _key("feature_category", "VARCHAR"),
-                _key("window_size", "INTEGER"),
-                _key("window_start", "INTEGER"),
-                _value("p", "DOUBLE", required=True),
-                _value("diff", "DOUBLE", required=True),
-                _value("hit", "BOOLEAN", required=True),
-                _value("p0", "DOUBLE"),
-            ),
-        ),
-        Table(
-            "heatmap",
-            (
-                _key("window_size", "INTEGER"),
-                _key("window_start", "INTEGER"),
-                _key("position", "INTEGER"),
-                _value("p", "DOUBLE", required=True),
-                _value("token", "VARCHAR"),
-                _value("p0", "DOUBLE"),
-            ),
-        ),
-        Table(
-            "attention",
-            (
-                _key("layer", "INTEGER"),
-                # a channel/head index as text, or the name of an aggregate over features ("mean", "norm", ...)
-                _key("feature", "VARCHAR"),
-                _value("matrix", "FLOAT[][]", required=True),  # [target position][source position]
-                _value("tokens", "VARCHAR[]"),
-            ),
-        ),
-        Table("errors", (_value("reason", "VARCHAR", required=True),)),
-    )
-}
+def row_tables() -> dict[str, Table]:
+    """The row table of every experiment, by kind (as ``experiments.registry`` declares them), and ``errors``:
+    the one place the store learns which experiments there are."""
+    from infoflow.experiments.registry import EXPERIMENTS
 
+    return {**{kind: e.table for kind, e in EXPERIMENTS.items()}, ERRORS.name: ERRORS}
+
+
+# Per-prompt errors: the reason a prompt has no rows.
+ERRORS = Table("errors", (value("reason", "VARCHAR", required=True),))
 # Prompts whose rows are all written (marked in the same transaction as their last rows).
-COMPLETED = Table("completed", (_value("completed_at", "TIMESTAMP"),))
+COMPLETED = Table("completed", (value("completed_at", "TIMESTAMP"),))
 
 RUNS_DDL = """CREATE TABLE runs (
     run_id VARCHAR PRIMARY KEY,
@@ -168,18 +126,63 @@ RUNS_DDL = """CREATE TABLE runs (
 ADDED_IN_2 = ("ALTER TABLE runs ADD COLUMN name VARCHAR", "ALTER TABLE runs ADD COLUMN tags VARCHAR[]")
 
 
-def ensure_schema(con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> int:
-    """Create the schema in an empty database, or upgrade a version 1 store opened to write; refuse a foreign
-    database or a version this infoflow does not read. Returns the store's schema version."""
-    from infoflow.store.connection import transaction
+@dataclass(frozen=True)
+class Schema:
+    """What an opened store holds: its schema version and its row tables (by name, ``errors`` included)."""
 
-    query = "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
-    tables = {row[0] for row in con.execute(query).fetchall()}
+    version: int
+    tables: dict[str, Table]
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -> Schema:
+    """Create the schema in an empty database, or upgrade a store opened to write (version 1 to 2; the row
+    tables of experiments added since, and the value columns an experiment gained); refuse a foreign database,
+    a version this infoflow does not read, or a row table whose key is not its experiment's."""
+    tables = _table_names(con)
     if not tables:
         if read_only:
             raise NotAStoreError(f"{path} is an empty DuckDB database, not an infoflow results store")
         _create(con)
-        return SCHEMA_VERSION
+        return Schema(SCHEMA_VERSION, row_tables())
+    version = _check_version(con, path, tables)
+    additions = _additions(con, path, tables)
+    if not read_only and (version < SCHEMA_VERSION or additions):
+        _upgrade(con, version, additions)
+        return Schema(SCHEMA_VERSION, row_tables())
+    return Schema(version, {name: t for name, t in row_tables().items() if name in tables})
+
+
+def _additions(con: duckdb.DuckDBPyConnection, path: Path, tables: set[str]) -> list[str]:
+    """The statements that give the store every experiment's row table with all its columns: new tables, and
+    new value columns (null in the rows written before). A key column cannot be added: rows already written
+    would have no key; such a store is refused."""
+    statements = []
+    for name, table in row_tables().items():
+        if name not in tables:
+            statements.append(table.ddl())
+            continue
+        query = "SELECT column_name FROM duckdb_columns() WHERE database_name = current_database() AND table_name = ?"
+        present = {row[0] for row in con.execute(query, [name]).fetchall()}
+        for column in table.all_columns:
+            if column.name in present:
+                continue
+            if column.key:
+                raise SchemaVersionError(
+                    f"store {path}: its {name} rows are keyed without {column.name}, which this infoflow's {name} "
+                    "experiment keys them by; read the store with the infoflow that wrote it"
+                )
+            statements.append(f"ALTER TABLE {name} ADD COLUMN {column.name} {column.sql}")
+    return statements
+
+
+def _table_names(con: duckdb.DuckDBPyConnection) -> set[str]:
+    query = "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
+    return {row[0] for row in con.execute(query).fetchall()}
+
+
+def _check_version(con: duckdb.DuckDBPyConnection, path: Path, tables: set[str]) -> int:
+    """The version of the store in ``con``, if it is a store this infoflow reads; else ``NotAStoreError`` or
+    ``SchemaVersionError``."""
     if META_TABLE not in tables:
         raise NotAStoreError(f"{path} is a DuckDB database but not an infoflow results store (no {META_TABLE} table)")
     meta = dict(con.execute(f"SELECT key, value FROM {META_TABLE}").fetchall())
@@ -193,13 +196,20 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, path: Path, read_only: bool) -
             f"store {path} has schema version {version}; this infoflow ({package_version()}) "
             f"reads schema versions {', '.join(map(str, READABLE_VERSIONS))}{hint}"
         )
-    if version == "1" and not read_only:
-        with transaction(con):
+    return int(version)
+
+
+def _upgrade(con: duckdb.DuckDBPyConnection, version: int, additions: list[str]) -> None:
+    """Bring a store to this schema version and run ``additions`` (``_additions``), in one transaction."""
+    from infoflow.store.connection import transaction
+
+    with transaction(con):
+        if version == 1:
             for statement in ADDED_IN_2:
                 con.execute(statement)
             con.execute(f"UPDATE {META_TABLE} SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
-        return SCHEMA_VERSION
-    return int(version)
+        for statement in additions:
+            con.execute(statement)
 
 
 def _create(con: duckdb.DuckDBPyConnection) -> None:
@@ -208,7 +218,7 @@ def _create(con: duckdb.DuckDBPyConnection) -> None:
     with transaction(con):
         con.execute(f"CREATE TABLE {META_TABLE} (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
         con.execute(RUNS_DDL)
-        for table in (*TABLES.values(), COMPLETED):
+        for table in (*row_tables().values(), COMPLETED):
             con.execute(table.ddl())
         meta = {"format": FORMAT, "schema_version": str(SCHEMA_VERSION), "created_by": f"infoflow {package_version()}"}
         con.executemany(f"INSERT INTO {META_TABLE} VALUES (?, ?)", list(meta.items()))

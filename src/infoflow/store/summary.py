@@ -76,7 +76,7 @@ def run_details(store: ResultsStore, run_id: str, *, max_errors: int = 20) -> di
         "run_id": run.run_id,
         "name": run.name,
         "tags": list(run.tags),
-        "kind": m.kind.value,
+        "kind": m.kind,
         "status": run.status.value,
         "message": run.message,
         "model_id": m.model_id,

@@ -10,7 +10,7 @@ from infoflow.app.launch import LaunchRequest, launch
 from infoflow.app.store_access import open_store
 from infoflow.app.views.common import load, model_picker
 from infoflow.data.spans import TokenType
-from infoflow.experiments.plans import InfoFlowParams
+from infoflow.experiments.info_flow import InfoFlowParams
 from infoflow.interventions.knockout import FeatureCategory, KnockoutMode
 
 

@@ -1,0 +1,75 @@
+"""What the experiments' chunk jobs share: a prompt's ids, the chunk job that scores planned knockouts, and the
+error that names where a prompt's output stops being finite."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from infoflow.data.prompts import FactPrompt
+from infoflow.data.spans import PromptError, TokenSpans
+from infoflow.engines.base import TargetScores
+from infoflow.experiments.plans import PlannedKnockout
+from infoflow.experiments.runner import ChunkJob, ModelContext, Rows
+from infoflow.interventions.layer_knockout import layer_knockouts
+
+
+def prompt_ids(spans: TokenSpans) -> torch.Tensor:
+    return torch.tensor(spans.input_ids)
+
+
+def knockout_job(
+    context: ModelContext,
+    plan_of: Callable[[TokenSpans], list[PlannedKnockout]],
+    rows_of: Callable[[FactPrompt, TokenSpans, list[PlannedKnockout], TargetScores], Rows],
+) -> ChunkJob:
+    """A chunk job scoring every prompt's planned knockouts (and its clean run first) in one engine call."""
+
+    def job(chunk: list[tuple[FactPrompt, TokenSpans]]) -> list[Rows | PromptError]:
+        plans: list[list[PlannedKnockout] | PromptError] = []
+        for _, spans in chunk:
+            try:
+                plans.append(plan_of(spans))
+            except PromptError as error:
+                plans.append(error)
+        requests = [
+            (prompt_ids(spans), spans.target_id, [None, *(k.knockout for k in plan)])
+            for (_, spans), plan in zip(chunk, plans, strict=True)
+            if not isinstance(plan, PromptError)
+        ]
+        scores = iter(context.engine.scores_many(requests))
+        return [
+            plan if isinstance(plan, PromptError) else checked_rows(prompt, spans, plan, next(scores))
+            for (prompt, spans), plan in zip(chunk, plans, strict=True)
+        ]
+
+    def checked_rows(
+        prompt: FactPrompt, spans: TokenSpans, plan: list[PlannedKnockout], scores: TargetScores
+    ) -> Rows | PromptError:
+        finite = torch.isfinite(scores.probability)
+        if finite.all():
+            return rows_of(prompt, spans, plan, scores)
+        first = int((~finite).nonzero()[0])  # 0: the clean run, k: the k-th planned knockout
+        return non_finite_error(context, prompt, spans, None if first == 0 else plan[first - 1])
+
+    return job
+
+
+@torch.no_grad()
+def non_finite_error(
+    context: ModelContext, prompt: FactPrompt, spans: TokenSpans, planned: PlannedKnockout | None = None
+) -> PromptError:
+    """The error of a prompt whose output is NaN or infinite: names the prompt and the first layer whose residual
+    stream is not finite (on the clean run, or under the knockout ``planned`` that produced it)."""
+    ids = prompt_ids(spans).view(1, -1).to(context.engine.device)
+    model = context.loaded.model
+    knockout = None if planned is None else planned.knockout
+    stream = model.residual_stream(ids, layer_knockouts(model, knockout, ids.shape[1]))
+    bad = next((i for i, hidden in enumerate(stream) if not torch.isfinite(hidden).all()), None)
+    if bad is None:
+        place = "after the final norm or unembedding (the residual stream is finite)"
+    else:
+        place = "in the embeddings" if bad == 0 else f"first at layer {bad - 1} (the output of that layer)"
+    run = "the clean run" if planned is None else f"knockout {planned.key}"
+    return PromptError(f"non-finite output (NaN/inf) on prompt {prompt.prompt_id} {prompt.prompt!r} in {run}: {place}")
