@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from infoflow.engines.fast import FastEngine
     from infoflow.engines.reference import ReferenceEngine
     from infoflow.interventions.knockout import FeatureCategory, FeatureSelection, Knockout, KnockoutMode, window
+    from infoflow.interventions.mixers import Mixers
     from infoflow.models import CausalLM, LoadedModel, list_models, load_model
     from infoflow.store import ResultsStore
 
@@ -37,6 +38,7 @@ _HOMES = {
     "Knockout": "infoflow.interventions.knockout",
     "KnockoutMode": "infoflow.interventions.knockout",
     "window": "infoflow.interventions.knockout",
+    "Mixers": "infoflow.interventions.mixers",
     "CausalLM": "infoflow.models",
     "LoadedModel": "infoflow.models",
     "list_models": "infoflow.models",
@@ -52,6 +54,7 @@ __all__ = [
     "Knockout",
     "KnockoutMode",
     "LoadedModel",
+    "Mixers",
     "ReferenceEngine",
     "ResultsStore",
     "TokenSpans",

@@ -338,6 +338,28 @@ def evaluate_command(request: RunRequest) -> None:
         out.print(f"top-1 accuracy {frame['correct'].mean():.1%} on {len(frame)} prompts")
 
 
+def parse_mixers(text: str) -> str:
+    """``--mixers``: all, attention, recurrent (ssm) or mixer kinds, in canonical form."""
+    from infoflow.interventions.mixers import Mixers
+
+    try:
+        return Mixers(text).value
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+MixersOption = Annotated[
+    str,
+    typer.Option(
+        "--mixers",
+        parser=parse_mixers,
+        metavar="all|attention|recurrent|KINDS",
+        help="Knock out edges only in these mixers (hybrids): attention layers, recurrent layers (ssm), or mixer "
+        "kinds such as ssd,gated_delta; windows stay windows of all layers.",
+    ),
+]
+
+
 @app.command(name="info-flow")
 @run_options(filter="correct")
 def info_flow_command(
@@ -345,7 +367,12 @@ def info_flow_command(
     targets: Annotated[list[TokenType], typer.Option("--target", help="Target token type(s).")] = [TokenType.LAST],  # noqa: B006
     sources: Annotated[list[TokenType] | None, typer.Option("--source", help="Source token type(s).")] = None,
     feature_categories: Annotated[
-        list[FeatureCategory], typer.Option("--features", help="Mamba feature categories (exempt third).")
+        list[FeatureCategory],
+        typer.Option(
+            "--features",
+            help="Feature categories (exempt third) of the recurrent layers; a hybrid's attention layers are knocked "
+            "out whole.",
+        ),
     ] = [FeatureCategory.ALL],  # noqa: B006
     window_sizes: Annotated[
         list[int] | None, typer.Option("--window-size", "-w", help="Window size(s) \\[default: 9, or half the depth].")
@@ -353,10 +380,12 @@ def info_flow_command(
     mode: Annotated[KnockoutMode, typer.Option(help="Mamba knockout mode.")] = KnockoutMode.ZERO_ATTENTION,
     strict: Annotated[bool, typer.Option(help="Mamba: also block the conv1d path from sources.")] = False,
     exempt_fraction: Annotated[float, typer.Option(help="Fraction of features a category exempts.")] = 1 / 3,
+    mixers: MixersOption = "all",
 ) -> None:
     """Knock out target <- source edges in every window of layers and record the target's probability."""
     from infoflow.experiments.info_flow import InfoFlowParams, info_flow
     from infoflow.experiments.plans import KnockoutOptions
+    from infoflow.interventions.mixers import Mixers
 
     with opened(request) as run:
         model = run.loaded.model
@@ -365,7 +394,7 @@ def info_flow_command(
             sources=tuple(sources or InfoFlowParams().sources),
             feature_categories=tuple(feature_categories),
             window_sizes=tuple(window_sizes or [default_window_size(model.n_layers)]),
-            options=KnockoutOptions(mode=mode, strict=strict, exempt_fraction=exempt_fraction),
+            options=KnockoutOptions(mode=mode, strict=strict, exempt_fraction=exempt_fraction, mixers=Mixers(mixers)),
         )
         params.check_model(model)  # before any work, selection included
         context, chosen = run.choose()
@@ -383,17 +412,18 @@ def heatmap_command(
     ] = None,
     mode: Annotated[KnockoutMode, typer.Option(help="Mamba knockout mode.")] = KnockoutMode.ZERO_ATTENTION,
     strict: Annotated[bool, typer.Option(help="Mamba: also block the conv1d path from sources.")] = False,
+    mixers: MixersOption = "all",
 ) -> None:
     """Knock out last <- each position in every window: a tokens x windows map of the target's probability."""
     from infoflow.experiments.heatmap import EXPERIMENT, HeatmapParams
     from infoflow.experiments.plans import KnockoutOptions
+    from infoflow.interventions.mixers import Mixers
 
     with opened(request) as run:
         model = run.loaded.model
         size = window_size if window_size is not None else default_window_size(model.n_layers)
-        params = EXPERIMENT.prepare(
-            HeatmapParams(size, KnockoutOptions(mode=mode, strict=strict)), model
-        )  # before work
+        options = KnockoutOptions(mode=mode, strict=strict, mixers=Mixers(mixers))
+        params = EXPERIMENT.prepare(HeatmapParams(size, options), model)  # before work
         context, chosen = run.choose()
         run_id = EXPERIMENT.run(context, chosen, params)
         print_done("heatmap", run_id, context)
@@ -572,7 +602,7 @@ def plot(
     run_ids: Annotated[list[str], typer.Argument(help="info-flow or heatmap runs (several: compared as lines).")],
     output: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNG and PDF files.")] = Path("figures"),
     metric: Annotated[str, typer.Option(help="diff (% change of p) or hit (% still top-1).")] = "diff",
-    lines: Annotated[str, typer.Option(help="model, feature_category or window_size.")] = "model",
+    lines: Annotated[str, typer.Option(help="model, feature_category, window_size or mixers.")] = "model",
     x_axis: Annotated[str, typer.Option("--x", help="depth (%) or window (index).")] = "depth",
     store: StoreOption = None,
 ) -> None:

@@ -22,6 +22,7 @@ QUIET_PARAMS: dict[str, object] = {
     "mode": "zero-attention",
     "strict": False,
     "exempt_fraction": 1 / 3,
+    "mixers": "all",  # recorded only when a knockout reaches some mixers (attention, recurrent, ...)
     "engine": "fast",
     "dtype": "float32",
     "device": "cpu",

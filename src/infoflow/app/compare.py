@@ -17,7 +17,7 @@ from infoflow.plots.style import ordered_sources, png_bytes
 from infoflow.store import ResultsStore
 
 # Columns that may vary between lines (everything else is fixed per panel).
-LINE_COLUMNS = ("model", "target", "feature_category", "window_size")
+LINE_COLUMNS = ("model", "target", "feature_category", "window_size", "mixers")
 X_LABELS = {"depth": "Layer depth (%)", "window": "First layer of window"}
 Y_LABELS = {"diff": "Change in p(target) (%)", "hit": "Target still top-1 (%)"}
 

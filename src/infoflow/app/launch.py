@@ -18,6 +18,8 @@ from infoflow.experiments.plans import KnockoutOptions
 from infoflow.experiments.request import RunRequest, open_run
 from infoflow.experiments.runner import RunContext
 from infoflow.interventions.knockout import FeatureCategory, KnockoutMode, default_window_size
+from infoflow.interventions.mixers import Mixers
+from infoflow.models.base import CausalLM
 from infoflow.models.load import LoadedModel
 from infoflow.store import ResultsStore
 
@@ -42,14 +44,17 @@ class LaunchRequest:
     feature_categories: tuple[FeatureCategory, ...] = (FeatureCategory.ALL,)
     mode: KnockoutMode = KnockoutMode.ZERO_ATTENTION
     strict: bool = False
+    mixers: Mixers = field(default_factory=Mixers)  # hybrids: the knockout through attention or the recurrence only
     step: int = 4  # prompts per progress step
     extra: dict[str, str] = field(default_factory=dict, hash=False)
 
 
 def launch(loaded: LoadedModel, store: ResultsStore, request: LaunchRequest, progress: Progress = no_progress) -> str:
-    """Run the request into ``store`` (resuming a matching run); returns the run id."""
+    """Run the request into ``store`` (resuming a matching run); returns the run id. Options the model cannot
+    run (mixers it lacks, windows deeper than it) are refused before the prompts are chosen."""
     if request.kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {request.kind!r}")
+    sweep(request, loaded.model).check_model(loaded.model)
     run_request = RunRequest(
         model=loaded.name,
         dataset=request.dataset,
@@ -66,15 +71,8 @@ def launch(loaded: LoadedModel, store: ResultsStore, request: LaunchRequest, pro
 def run_in_steps(context: RunContext, chosen: list[FactPrompt], request: LaunchRequest, progress: Progress) -> str:
     """The request's experiment on growing prefixes of ``chosen`` (each step resumes the run of the one before);
     returns the run id."""
-    loaded = context.loaded
-    size = request.window_size or default_window_size(loaded.model.n_layers)
-    options = KnockoutOptions(mode=request.mode, strict=request.strict)
-    params = InfoFlowParams(
-        sources=tuple(request.sources),
-        feature_categories=tuple(request.feature_categories),
-        window_sizes=(size,),
-        options=options,
-    )
+    params = sweep(request, context.loaded.model)
+    (size,), options = params.window_sizes, params.options
     run_id = ""
     progress(0, len(chosen))
     for stop in [*range(request.step, len(chosen), request.step), len(chosen)]:
@@ -84,3 +82,13 @@ def run_in_steps(context: RunContext, chosen: list[FactPrompt], request: LaunchR
             run_id = heatmap(context, chosen[:stop], size, options)
         progress(stop, len(chosen))
     return run_id
+
+
+def sweep(request: LaunchRequest, model: CausalLM) -> InfoFlowParams:
+    """The request's sweep on ``model`` (a heatmap takes its window size and knockout options)."""
+    return InfoFlowParams(
+        sources=tuple(request.sources),
+        feature_categories=tuple(request.feature_categories),
+        window_sizes=(request.window_size or default_window_size(model.n_layers),),
+        options=KnockoutOptions(mode=request.mode, strict=request.strict, mixers=request.mixers),
+    )

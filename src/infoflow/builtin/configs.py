@@ -1,7 +1,9 @@
 """Configs of the builtin models: transformers' own classes, about 1.5-2 M parameters each.
 
 Every family has 8 layers (so knockout windows mean the same depth fraction everywhere) and ties its
-output embedding to its input embedding. Sizes keep all four in float32 under 40 MB together.
+output embedding to its input embedding. Sizes keep each in float32 under 8 MB. Two are hybrids: Bamba
+(Mamba-2 layers and 2 attention layers) and Qwen3.5 (Gated DeltaNet layers and 1 attention layer in 4); both
+train on transformers' torch path, without custom CUDA kernels.
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from transformers import (
+    BambaConfig,
+    BambaForCausalLM,
     GPT2Config,
     GPT2LMHeadModel,
     LlamaConfig,
@@ -19,9 +23,11 @@ from transformers import (
     MambaForCausalLM,
     PretrainedConfig,
     PreTrainedModel,
+    Qwen3_5ForCausalLM,
+    Qwen3_5TextConfig,
 )
 
-FAMILIES = ("mamba1", "mamba2", "gpt2", "llama")
+FAMILIES = ("mamba1", "mamba2", "gpt2", "llama", "bamba", "qwen3.5")
 N_LAYERS = 8
 
 
@@ -99,11 +105,65 @@ def _llama(vocab_size: int, special_id: int) -> PretrainedConfig:
     )
 
 
+def _bamba(vocab_size: int, special_id: int) -> PretrainedConfig:
+    # d=128; Mamba-2 layers as builtin-mamba2's (inner 256 = 8 heads of 32, one B/C group, state 32, conv1d of
+    # width 4) except layers 2 and 5: attention, 4 query / 2 KV heads of 32 with rotary positions. A SwiGLU MLP
+    # of 192 in every layer (Bamba's layout). Attention in both halves of the depth, so that windows of half the
+    # depth all hold one attention layer or more, and "through attention" is measurable at every depth.
+    return BambaConfig(
+        vocab_size=vocab_size,
+        hidden_size=128,
+        intermediate_size=192,
+        num_hidden_layers=N_LAYERS,
+        attn_layer_indices=[2, 5],
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        mamba_n_heads=8,
+        mamba_d_head=32,
+        mamba_expand=2,
+        mamba_n_groups=1,
+        mamba_d_state=32,
+        mamba_d_conv=4,
+        mamba_chunk_size=32,
+        bos_token_id=special_id,
+        eos_token_id=special_id,
+        pad_token_id=special_id,
+        tie_word_embeddings=True,
+    )
+
+
+def _qwen3_5(vocab_size: int, special_id: int) -> PretrainedConfig:
+    # d=128; Qwen3.5's dense text model: layers 3 and 7 gated attention (4 query / 2 KV heads of 32, QK-norm,
+    # rotary on a quarter of each head), the other six Gated DeltaNet (2 key heads and 4 value heads of 32,
+    # short conv of width 4); a SwiGLU MLP of 256 in every layer
+    return Qwen3_5TextConfig(
+        vocab_size=vocab_size,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=N_LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        linear_num_key_heads=2,
+        linear_num_value_heads=4,
+        linear_key_head_dim=32,
+        linear_value_head_dim=32,
+        max_position_embeddings=128,
+        bos_token_id=special_id,
+        eos_token_id=special_id,
+        pad_token_id=special_id,
+        tie_word_embeddings=True,
+    )
+
+
 BUILDERS: dict[str, tuple[Callable[[int, int], PretrainedConfig], type[PreTrainedModel]]] = {
     "mamba1": (_mamba1, MambaForCausalLM),
     "mamba2": (_mamba2, Mamba2ForCausalLM),
     "gpt2": (_gpt2, GPT2LMHeadModel),
     "llama": (_llama, LlamaForCausalLM),
+    "bamba": (_bamba, BambaForCausalLM),
+    "qwen3.5": (_qwen3_5, Qwen3_5ForCausalLM),
 }
 
 

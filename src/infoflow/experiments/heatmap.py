@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from infoflow.experiments.experiment import Block, Experiment, FigureBlock, FigureOptions, Heading, Text
 from infoflow.experiments.plans import KnockoutOptions, PlannedKnockout, check_knockouts
 from infoflow.experiments.runner import ChunkJob, ModelContext, Rows, RunContext, with_ids
-from infoflow.interventions.knockout import Knockout, window, window_starts
+from infoflow.interventions.knockout import FeatureCategory, Knockout, window, window_starts
 from infoflow.store.schema import key, value
 
 if TYPE_CHECKING:
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from infoflow.data.spans import TokenSpans
     from infoflow.engines.base import TargetScores
     from infoflow.models.base import CausalLM
+    from infoflow.models.modes import MixerKind
 
 
 @dataclass(frozen=True)
@@ -39,16 +40,26 @@ def manifest_params(params: HeatmapParams) -> dict[str, Any]:
 
 
 def heatmap_plan(
-    spans: TokenSpans, n_layers: int, window_size: int, options: KnockoutOptions | None = None
+    spans: TokenSpans,
+    n_layers: int,
+    window_size: int,
+    options: KnockoutOptions | None = None,
+    kinds: frozenset[MixerKind] | None = None,
 ) -> list[PlannedKnockout]:
-    """last <- position i for every position i and every window start: a [tokens x windows] grid."""
+    """last <- position i for every position i and every window start: a [tokens x windows] grid; ``kinds``: the
+    mixer kinds the knockouts reach (``options.mixer_kinds(model)``; None: every kind)."""
     options = options or KnockoutOptions()
     last = spans.num_tokens - 1
     return [
         PlannedKnockout(
             {"window_size": window_size, "window_start": start, "position": position},
             Knockout.between(
-                [last], [position], window(start, window_size, n_layers), mode=options.mode, strict=options.strict
+                [last],
+                [position],
+                window(start, window_size, n_layers),
+                mode=options.mode,
+                strict=options.strict,
+                features=options.features(FeatureCategory.ALL, kinds),
             ),
         )
         for start in window_starts(window_size, n_layers)
@@ -72,12 +83,13 @@ def heatmap_job(params: HeatmapParams, context: ModelContext) -> ChunkJob:
 
     model = context.loaded.model
     tokenizer = context.loaded.tokenizer
+    kinds = params.options.mixer_kinds(model)
 
     def rows_of(prompt: FactPrompt, spans: TokenSpans, plan: list[PlannedKnockout], scores: TargetScores) -> Rows:
         return with_ids(prompt, heatmap_rows(plan, scores, [tokenizer.decode([i]) for i in spans.input_ids]))
 
     def plan_of(spans: TokenSpans) -> list[PlannedKnockout]:
-        return heatmap_plan(spans, model.n_layers, params.window_size, params.options)
+        return heatmap_plan(spans, model.n_layers, params.window_size, params.options, kinds)
 
     return knockout_job(context, plan_of, rows_of)
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from infoflow.data.prompts import FactPrompt
     from infoflow.engines.base import TargetScores
     from infoflow.models.base import CausalLM
+    from infoflow.models.modes import MixerKind
     from infoflow.plots.aggregate import Metric
 
 
@@ -50,7 +51,8 @@ class InfoFlowParams:
                 raise ValueError(f"an info-flow sweep needs at least one of {name.replace('_', ' ')}")
 
     def check_model(self, model: CausalLM) -> None:
-        """Refuse up front what no prompt could run: windows deeper than the model, options no layer supports."""
+        """Refuse up front what no prompt could run: windows deeper than the model, options no layer supports,
+        mixers the model lacks (``check_knockouts``)."""
         check_knockouts(model, self.window_sizes, self.options, self.feature_categories)
 
 
@@ -69,8 +71,11 @@ def info_flow_manifest_params(params: InfoFlowParams) -> dict[str, Any]:
     }
 
 
-def info_flow_plan(spans: TokenSpans, n_layers: int, params: InfoFlowParams) -> list[PlannedKnockout]:
-    """Every knockout of the sweep for one prompt; raises ``PromptError`` if a needed token type is empty."""
+def info_flow_plan(
+    spans: TokenSpans, n_layers: int, params: InfoFlowParams, kinds: frozenset[MixerKind] | None = None
+) -> list[PlannedKnockout]:
+    """Every knockout of the sweep for one prompt; raises ``PromptError`` if a needed token type is empty.
+    ``kinds``: the mixer kinds the knockouts reach (``params.options.mixer_kinds(model)``; None: every kind)."""
     positions = {t: spans.positions(t) for t in {*params.targets, *params.sources}}
     plan = []
     for target in params.targets:
@@ -91,7 +96,7 @@ def info_flow_plan(spans: TokenSpans, n_layers: int, params: InfoFlowParams) -> 
                             window(start, size, n_layers),
                             mode=params.options.mode,
                             strict=params.options.strict,
-                            features=params.options.features(category),
+                            features=params.options.features(category, kinds),
                         )
                         plan.append(PlannedKnockout(row_key, knockout))
     return plan
@@ -112,11 +117,12 @@ def info_flow_job(params: InfoFlowParams, context: ModelContext) -> ChunkJob:
     from infoflow.experiments.jobs import knockout_job
 
     model = context.loaded.model
+    kinds = params.options.mixer_kinds(model)
 
     def rows_of(prompt: FactPrompt, spans: TokenSpans, plan: list[PlannedKnockout], scores: TargetScores) -> Rows:
         return with_ids(prompt, info_flow_rows(plan, scores))
 
-    return knockout_job(context, lambda spans: info_flow_plan(spans, model.n_layers, params), rows_of)
+    return knockout_job(context, lambda spans: info_flow_plan(spans, model.n_layers, params, kinds), rows_of)
 
 
 CURVES: tuple[tuple[Metric, str], ...] = (("diff", "mean change of p(target) (%)"), ("hit", "% of prompts still top-1"))
@@ -169,11 +175,13 @@ def report(frame: pd.DataFrame, options: FigureOptions) -> list[Block]:
 
 
 def compare(frame: pd.DataFrame, options: FigureOptions) -> list[Block]:
-    """Curves of several models where their runs share a target, feature category and window size."""
+    """Curves of several models where their runs share a target, feature category, window size and mixers; then
+    each hybrid's split: the runs of one model that differ in ``mixers`` only, side by side."""
     from infoflow.plots.info_flow import info_flow_figure
+    from infoflow.plots.load import mixer_splits
 
     blocks: list[Block] = [Heading("Info flow: models compared", level=2)]
-    keys = ["target", "feature_category", "window_size"]
+    keys = ["target", "feature_category", "window_size", "mixers"]
     for shared, rows in frame.groupby(keys, sort=True):
         if rows["model"].nunique() > 1:
             caption = "Mean change of p(target) (%) with 95 % Student-t band; " + ", ".join(
@@ -182,6 +190,29 @@ def compare(frame: pd.DataFrame, options: FigureOptions) -> list[Block]:
             blocks.append(FigureBlock(info_flow_figure(rows, lines="model", x=options.x), caption))
     if len(blocks) == 1:
         blocks.append(Text("No target, feature category and window size is shared by two runs.", "note"))
+    for split in mixer_splits(frame):
+        blocks += mixer_split(split, options)
+    return blocks
+
+
+def mixer_split(frame: pd.DataFrame, options: FigureOptions) -> list[Block]:
+    """One model's runs that differ in ``mixers``: the knockout through attention and through the recurrence next
+    to the knockout of all layers, per target and window size."""
+    from infoflow.plots.info_flow import info_flow_figure
+
+    blocks: list[Block] = [
+        Heading(f"Info flow of {frame['model'].iloc[0]}: through attention vs through the recurrence", level=2),
+        Text(
+            "The same edges knocked out in the attention layers only, in the recurrent layers only, and in every "
+            "layer of each window (windows of depth over all layers). A fact that reaches the last token through one "
+            "path only drops p when that path is blocked.",
+            "meta",
+        ),
+    ]
+    for (target, size), rows in frame.groupby(["target", "window_size"], sort=True):
+        if rows["mixers"].nunique() > 1:
+            caption = f"Mean change of p(target) (%) by the mixers knocked out; target {target}, window size {size}"
+            blocks.append(FigureBlock(info_flow_figure(rows, lines="mixers", x=options.x), caption))
     return blocks
 
 

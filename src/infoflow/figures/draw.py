@@ -45,11 +45,21 @@ def draw_figure_set(store: ResultsStore, study: StudyRuns, out_dir: Path) -> Pat
         rows = frame[frame["model"] == model.name]
         if model.is_ssm:
             categories = rows[rows["window_size"] == ws]
+            hybrid = " Categories rank the recurrent layers' features; attention layers are knocked out whole."
             save(
                 info_flow_figure(categories, lines="feature_category"),
                 f"feature-categories-{model.name}",
                 f"{model.name}: knocking out all features, the context-dependent (slow-decay) or the "
-                "context-independent (fast-decay) ones (the other third exempt).",
+                "context-independent (fast-decay) ones (the other third exempt)." + (hybrid if model.is_hybrid else ""),
+            )
+        if model.mixer_runs:
+            split = runs_frame(store, [model.info_flow, *model.mixer_runs.values()], "info_flow")
+            split = split[(split["feature_category"] == FeatureCategory.ALL.value) & (split["window_size"] == ws)]
+            save(
+                info_flow_figure(split.assign(model=model.name), lines="mixers"),
+                f"mixers-{model.name}",
+                f"{model.name}: the edges knocked out through attention only (attention layers), through the "
+                "recurrence only (recurrent layers), and in all layers of each window.",
             )
         sizes = rows[rows["feature_category"] == FeatureCategory.ALL.value]
         save(

@@ -3,7 +3,10 @@
 Figures (PNG + PDF, each stating its prompt filter), after research/reference-spec.md §8:
   info-flow            last <- subject / relation / last / first, models as lines (paper figs 1, 3-5), and one
                        figure per family when several families are drawn
-  feature-categories   per Mamba model: all / context-dependent / context-independent features (fig 6)
+  feature-categories   per Mamba model: all / context-dependent / context-independent features (fig 6); in a
+                       hybrid the categories rank the recurrent layers' features, its attention layers are
+                       knocked out whole
+  mixers               per hybrid model: through attention / through the recurrence / all layers
   window-sizes         per model: window sizes 1, 3, 5, 9, 12, 15 that fit its depth (figs 8-10)
   prompt-order         subject-first vs relation-first prompts, models as lines
   heatmaps             per chosen prompt: models as rows; the first prompt also at every window size
@@ -20,12 +23,18 @@ from infoflow.data import FactPrompt
 from infoflow.experiments.evaluate import evaluate
 from infoflow.experiments.heatmap import heatmap
 from infoflow.experiments.info_flow import InfoFlowParams, info_flow
+from infoflow.experiments.plans import KnockoutOptions
 from infoflow.experiments.request import Precision, RunRequest, load_prompts_of, open_run
 from infoflow.interventions.knockout import FeatureCategory, default_window_size
+from infoflow.interventions.mixers import MixerGroup, Mixers, is_hybrid
+from infoflow.models.registry import shipped_builtins
+from infoflow.naming import short_model_name
 from infoflow.store import ResultsStore
 
 PAPER_WINDOW_SIZES = (1, 3, 5, 9, 12, 15)
-BUILTIN_MODELS = ("builtin-mamba1", "builtin-mamba2", "builtin-gpt2", "builtin-llama")
+# the default set: every built-in model this installation has (the hybrids once their weights are trained)
+BUILTIN_MODELS = shipped_builtins()
+SPLIT = (MixerGroup.ATTENTION, MixerGroup.RECURRENT)  # a hybrid's flow, next to that of all layers
 
 
 @dataclass(frozen=True)
@@ -68,12 +77,14 @@ class FigureSetOptions:
 class ModelRuns:
     """The runs of one model that the figures read."""
 
-    name: str
+    name: str  # as the figures label it (short_model_name)
     family: str
     is_ssm: bool
     n_layers: int
     info_flow: str = ""
     heatmaps: dict[int, str] = field(default_factory=dict)  # window size -> heatmap run id
+    is_hybrid: bool = False
+    mixer_runs: dict[str, str] = field(default_factory=dict)  # hybrids: mixers (attention, recurrent) -> run id
 
 
 @dataclass(frozen=True)
@@ -113,12 +124,18 @@ def run_study(
     for request in requests:
         with open_run(request, store=store, prompts=prompts) as run:
             model = run.loaded.model
-            entry = ModelRuns(run.loaded.name, model.family, model.has_decay_features, model.n_layers)
+            name = short_model_name(run.loaded.name)  # the figures' label of the model (a folder: its name)
+            entry = ModelRuns(name, model.family, model.has_decay_features, model.n_layers, is_hybrid=is_hybrid(model))
             categories = tuple(FeatureCategory) if model.has_decay_features else (FeatureCategory.ALL,)
             sweep = InfoFlowParams(feature_categories=categories, window_sizes=window_sizes_for(model.n_layers))
             sizes = list(sweep.window_sizes)
             progress(f"info-flow and heatmaps {request.model}: {len(chosen)} prompts, window sizes {sizes}")
             entry.info_flow = info_flow(run.context, chosen, sweep)
+            if entry.is_hybrid:  # the same knockouts through attention only and through the recurrence only
+                progress(f"info-flow {request.model} through attention and through the recurrence")
+                for group in SPLIT:
+                    split = InfoFlowParams(window_sizes=(window_size,), options=KnockoutOptions(mixers=Mixers(group)))
+                    entry.mixer_runs[group.value] = info_flow(run.context, chosen, split)
             entry.heatmaps[window_size] = heatmap(run.context, heatmap_prompts, window_size)
             for size in sweep.window_sizes:  # the first prompt at every window size
                 if size != window_size:

@@ -86,7 +86,7 @@ def exempt_features(model: CausalLM, layer: int, selection: FeatureSelection) ->
     runs = mixer.feature_kinds()
     if not selection.exempts_some or (selection.kinds is None and len(runs) == 1):
         return by_decay
-    device = next(mixer.parameters()).device
+    device = model.lm_head.weight.device  # a layer without mixing (NoMixer) has no parameters of its own
     parts, decaying = [], 0  # per run: its features' exemption; decaying: recurrent features seen so far
     for kind, count in runs:
         if selection.kinds is not None and kind not in selection.kinds:

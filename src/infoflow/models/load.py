@@ -35,9 +35,15 @@ from infoflow.models.base import CausalLM
 from infoflow.models.families import family_for
 from infoflow.models.gguf import load_gguf, load_gguf_tokenizer
 from infoflow.models.loading import ModelLoadError, load_hf_folder, weight_files
-from infoflow.models.registry import ACCEPTED_FORMS, HUB_ID, ModelEntry, check_model_name, find_model
-
-BUILTIN_DIR = Path(__file__).resolve().parent.parent / "builtin" / "models"
+from infoflow.models.registry import (
+    ACCEPTED_FORMS,
+    BUILTIN_DIR,
+    HUB_ID,
+    ModelEntry,
+    builtin_name,
+    check_model_name,
+    find_model,
+)
 
 DTYPES = {
     "fp32": torch.float32,
@@ -138,11 +144,13 @@ def reject_revision(revision: str | None, name: str) -> None:
 
 
 def builtin_folder(entry: ModelEntry) -> Path:
-    folder = BUILTIN_DIR / entry.alias.removeprefix("builtin-")
+    folder = BUILTIN_DIR / builtin_name(entry)
     if not (folder / "config.json").exists():
         raise ModelLoadError(
-            f"the built-in model {entry.alias!r} is not shipped in this installation (nothing at {folder}); "
-            "install an infoflow release that includes it, or pick another model from `infoflow models`"
+            f"the built-in model {entry.alias!r} is not shipped in this installation (no weights at {folder}); "
+            f"train it with `python -m infoflow.builtin.train --family {builtin_name(entry)} --out {folder}` "
+            "(minutes on a GPU), install an infoflow release that includes it, or pick another model from "
+            "`infoflow models`"
         )
     return folder
 

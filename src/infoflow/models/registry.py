@@ -23,6 +23,23 @@ class ModelEntry:
         return self.hub_id is None
 
 
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "builtin" / "models"  # one folder per built-in model
+
+
+def builtin_name(entry: ModelEntry) -> str:
+    """The built-in model's folder name in ``BUILTIN_DIR`` and its ``infoflow.builtin.train --family``."""
+    return entry.alias.removeprefix("builtin-")
+
+
+def shipped_builtins() -> tuple[str, ...]:
+    """The built-in models whose weights this installation has (a new built-in is listed before it is trained)."""
+    return tuple(
+        entry.alias
+        for entry in MODELS
+        if entry.is_builtin and (BUILTIN_DIR / builtin_name(entry) / "config.json").exists()
+    )
+
+
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 ACCEPTED_FORMS = (
     "accepted: a name from `infoflow models` (e.g. mamba1-130m, gpt2-xl, builtin-mamba1), a .gguf file, "
@@ -68,6 +85,16 @@ MODELS: tuple[ModelEntry, ...] = (
     ModelEntry("builtin-mamba2", "mamba2", "small Mamba-2 trained by infoflow on synthetic facts (offline demo)"),
     ModelEntry("builtin-gpt2", "gpt2", "small GPT-2 trained by infoflow on synthetic facts (offline demo)"),
     ModelEntry("builtin-llama", "llama", "small Llama trained by infoflow on synthetic facts (offline demo)"),
+    ModelEntry(
+        "builtin-bamba",
+        "bamba",
+        "small Bamba hybrid (Mamba-2 + 2 attention layers) trained by infoflow on synthetic facts",
+    ),
+    ModelEntry(
+        "builtin-qwen3.5",
+        "qwen3_5",
+        "small Qwen3.5 hybrid (Gated DeltaNet 3:1 attention) trained by infoflow on synthetic facts",
+    ),
     _hub("mamba1-130m", "state-spaces/mamba-130m-hf", "mamba1", 24, "Mamba-1 130M (Pile)"),
     _hub("mamba1-370m", "state-spaces/mamba-370m-hf", "mamba1", 48, "Mamba-1 370M (Pile)"),
     _hub("mamba1-790m", "state-spaces/mamba-790m-hf", "mamba1", 48, "Mamba-1 790M (Pile)"),

@@ -4,7 +4,7 @@ and the aggregations and summary tables behind them."""
 from infoflow.plots.aggregate import aggregate, aggregate_by_depth, t_half_width
 from infoflow.plots.heatmap import heatmap_figure, heatmap_matrix
 from infoflow.plots.info_flow import info_flow_figure
-from infoflow.plots.load import runs_frame
+from infoflow.plots.load import mixer_splits, runs_frame
 from infoflow.plots.style import save_figure
 from infoflow.plots.summary import error_summary, evaluate_summary, flow_minima
 
@@ -17,6 +17,7 @@ __all__ = [
     "heatmap_figure",
     "heatmap_matrix",
     "info_flow_figure",
+    "mixer_splits",
     "runs_frame",
     "save_figure",
     "t_half_width",

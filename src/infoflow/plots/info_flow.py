@@ -26,7 +26,7 @@ from infoflow.plots.style import (
 
 XAxis = Literal["depth", "window"]
 # Columns that must hold one value unless they are the lines.
-FIXED = ("model", "target", "feature_category", "window_size")
+FIXED = ("model", "target", "feature_category", "window_size", "mixers")
 Y_LABELS = {"diff": "Change in p(target) (%)", "hit": "Target still top-1 (%)"}
 X_LABELS = {"depth": "Layer depth (%)", "window": "First layer of window"}
 PANEL_COLUMNS = 4
@@ -57,6 +57,8 @@ def _title(fixed: dict[str, Hashable], frame: pd.DataFrame, width: int) -> str:
         parts.append(f"window size {fixed['window_size']}")
     if fixed.get("feature_category", "all") != "all":
         parts.append(line_label("feature_category", fixed["feature_category"]))
+    if fixed.get("mixers", "all") != "all":
+        parts.append(line_label("mixers", fixed["mixers"]))
     prompts = ""
     if {"dataset", "dataset_filter"} <= set(frame.columns):
         selections = frame[["dataset", "dataset_filter"]].drop_duplicates().itertuples(index=False)
@@ -81,8 +83,9 @@ def info_flow_figure(
     """Mean ``metric`` per window with its ``confidence`` Student-t band, one panel per source.
 
     ``frame``: info-flow rows (``store.frame`` of one run, or ``runs_frame`` of several, which adds
-    ``model``, ``n_layers`` and the prompt selection). ``lines`` is the column drawn as lines; the other
-    key columns (model, target, feature category, window size) must hold one value each. ``x`` is
+    ``model``, ``n_layers``, ``mixers`` and the prompt selection). ``lines`` is the column drawn as lines (e.g.
+    ``mixers``: through attention vs through the recurrence vs all layers, runs of one hybrid model); the other
+    key columns (model, target, feature category, window size, mixers) must hold one value each. ``x`` is
     ``depth`` (percent, 100 % = last window start) or ``window`` (first layer of the window).
     """
     if frame.empty:

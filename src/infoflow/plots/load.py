@@ -10,27 +10,34 @@ import pandas as pd
 from infoflow.naming import short_model_name
 from infoflow.store import ResultsStore
 
+INFO_FLOW = "info_flow"
 
-def run_labels(store: ResultsStore, run_ids: Sequence[str]) -> dict[str, str]:
-    """A line label per run: its model (short name), or its run name where two runs share a model."""
+
+def run_labels(store: ResultsStore, run_ids: Sequence[str], mixers_apart: bool = False) -> dict[str, str]:
+    """A line label per run: its model (short name), or its run name where two runs share a model, unless
+    ``mixers_apart`` and their ``mixers`` tell them apart (one model's split through attention and through the
+    recurrence: info-flow figures draw the mixers column)."""
     runs = {run_id: store.run(run_id) for run_id in run_ids}
     models = {run_id: short_model_name(run.manifest.model_id) for run_id, run in runs.items()}
-    shared = {m for m, count in Counter(models.values()).items() if count > 1}
+    kept_apart = {r: run.manifest.params.get("mixers", "all") if mixers_apart else "" for r, run in runs.items()}
+    shared = {model for (model, _), count in Counter((models[r], kept_apart[r]) for r in runs).items() if count > 1}
     return {r: runs[r].name if m in shared else m for r, m in models.items()}
 
 
 def runs_frame(store: ResultsStore, run_ids: Sequence[str], kind: str) -> pd.DataFrame:
     """The rows of ``run_ids`` (all of experiment ``kind``) with columns ``model`` (label), ``n_layers``
-    (from the manifest's params, NaN if absent), ``dataset`` and ``dataset_filter`` added."""
+    (from the manifest's params, NaN if absent), ``mixers`` (the mixers its knockouts reach: all, attention,
+    recurrent, ...), ``dataset`` and ``dataset_filter`` added."""
     runs = [store.run(r) for r in run_ids]
     wrong = [f"{run.run_id} ({run.manifest.kind})" for run in runs if run.manifest.kind != kind]
     if wrong:
         raise ValueError(f"expected {kind} runs, got {', '.join(wrong)}")
-    labels = run_labels(store, [run.run_id for run in runs])
+    labels = run_labels(store, [run.run_id for run in runs], mixers_apart=kind == INFO_FLOW)
     frames = [
         store.frame(run.run_id).assign(
             model=labels[run.run_id],
             n_layers=run.manifest.params.get("n_layers"),
+            mixers=run.manifest.params.get("mixers", "all"),
             dataset=run.manifest.dataset,
             dataset_filter=run.manifest.dataset_filter,
         )
@@ -40,3 +47,15 @@ def runs_frame(store: ResultsStore, run_ids: Sequence[str], kind: str) -> pd.Dat
     frame = pd.concat(nonempty, ignore_index=True) if nonempty else frames[0]
     frame["n_layers"] = pd.to_numeric(frame["n_layers"], errors="coerce")
     return frame
+
+
+def mixer_splits(frame: pd.DataFrame) -> list[pd.DataFrame]:
+    """Of a ``runs_frame`` of info-flow runs: per model and prompt selection whose runs differ in ``mixers`` (each
+    value from one run), their rows of the category 'all'. Drawn with ``lines="mixers"``, each shows "through
+    attention" and "through the recurrence" next to "all layers"."""
+    splits = []
+    for _, rows in frame.groupby(["model", "dataset", "dataset_filter"], sort=True):
+        runs_per_value = rows.groupby("mixers")["run_id"].nunique()
+        if len(runs_per_value) > 1 and (runs_per_value == 1).all():
+            splits.append(rows[rows["feature_category"] == "all"])
+    return splits

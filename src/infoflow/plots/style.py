@@ -12,6 +12,7 @@ import matplotlib as mpl
 from matplotlib.figure import Figure
 
 from infoflow.interventions.knockout import FeatureCategory
+from infoflow.interventions.mixers import MixerGroup, Mixers
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -47,6 +48,11 @@ FEATURE_COLORS = {
     FeatureCategory.FAST_DECAY: "#d95f02",
     FeatureCategory.SLOW_DECAY: "#1b9e77",
 }
+MIXER_COLORS: dict[Hashable, str] = {
+    MixerGroup.ALL.value: "#222222",
+    MixerGroup.ATTENTION.value: "#7570b3",
+    MixerGroup.RECURRENT.value: "#e7298a",
+}
 FEATURE_LABELS = {
     FeatureCategory.ALL: "all features",
     FeatureCategory.FAST_DECAY: "context-dependent (slow-decay) knocked out",
@@ -60,10 +66,11 @@ def ordered_sources(sources: Sequence[str]) -> list[str]:
 
 
 def ordered_lines(column: str, values: Sequence[Hashable]) -> list[Hashable]:
-    """Line order: feature categories as defined, window sizes ascending, anything else as first seen."""
+    """Line order: feature categories and mixer groups as defined, window sizes ascending, anything else as first
+    seen."""
     unique = list(dict.fromkeys(values))
-    if column == "feature_category":
-        known = [c.value for c in FeatureCategory]
+    if column in ("feature_category", "mixers"):
+        known = [c.value for c in (FeatureCategory if column == "feature_category" else MixerGroup)]
         return [c for c in known if c in unique] + [v for v in unique if v not in known]
     if column == "window_size":
         return sorted(unique)
@@ -75,13 +82,18 @@ def line_label(column: str, value: Hashable) -> str:
         return FEATURE_LABELS[FeatureCategory(value)]
     if column == "window_size":
         return f"window {value}"
+    if column == "mixers":
+        return Mixers(str(value)).label
     return str(value)
 
 
 def line_colors(column: str, values: Sequence[Hashable]) -> dict[Hashable, str]:
-    """Feature categories by fixed colours, window sizes on a blue ramp (light = small), else the paper's."""
+    """Feature categories and mixer groups by fixed colours, window sizes on a blue ramp (light = small), else the
+    paper's."""
     if column == "feature_category":
         return {v: FEATURE_COLORS.get(v, f"C{i}") for i, v in enumerate(values)}
+    if column == "mixers":
+        return {v: MIXER_COLORS.get(v, f"C{i}") for i, v in enumerate(values)}
     if column == "window_size":
         ramp = mpl.colormaps["Blues"]
         shades = [0.45 + 0.55 * i / max(len(values) - 1, 1) for i in range(len(values))]

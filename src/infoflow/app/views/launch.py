@@ -12,12 +12,14 @@ from infoflow.app.views.common import load, model_picker
 from infoflow.data.spans import TokenType
 from infoflow.experiments.info_flow import InfoFlowParams
 from infoflow.interventions.knockout import FeatureCategory, KnockoutMode
+from infoflow.interventions.mixers import MixerGroup, Mixers
+from infoflow.models.registry import shipped_builtins
 
 
 def render(store_path: Path) -> None:
     kind = st.radio("Experiment", ["info_flow", "heatmap"], horizontal=True, key="launch_kind",
                     format_func=lambda k: {"info_flow": "info flow", "heatmap": "heatmap"}[k])  # fmt: skip
-    name = model_picker("launch")
+    name = model_picker("launch", shipped_builtins())
     columns = st.columns(4)
     dataset = columns[0].text_input("Dataset", "synthetic", key="launch_dataset",
                                     help="counterfact, known_1000, synthetic, or a CSV/JSONL/Parquet file")  # fmt: skip
@@ -30,8 +32,13 @@ def render(store_path: Path) -> None:
     if kind == "info_flow":
         default_sources = list(InfoFlowParams().sources)
         sources = st.multiselect("Sources", list(TokenType), default=default_sources, key="launch_sources")
-        categories = st.multiselect("Feature categories (Mamba)", list(FeatureCategory), default=[FeatureCategory.ALL],
+        categories = st.multiselect("Feature categories (recurrent layers)", list(FeatureCategory),
+                                    default=[FeatureCategory.ALL],
                                     key="launch_categories")  # fmt: skip
+    mixers = st.radio("Mixers knocked out (hybrids)", [g.value for g in MixerGroup], horizontal=True,
+                      key="launch_mixers", format_func=lambda m: Mixers(m).label,
+                      help="attention: the edges in the attention layers only; recurrent: in the Mamba / Gated "
+                      "DeltaNet layers only; windows stay windows of all layers")  # fmt: skip
     strict = st.checkbox("strict (Mamba: also block the conv1d path)", key="launch_strict")
     mode = st.radio("Mamba knockout mode", list(KnockoutMode), horizontal=True, key="launch_mode")
     st.caption(f"into {store_path}; the same settings again resume the same run")
@@ -41,6 +48,7 @@ def render(store_path: Path) -> None:
         request = LaunchRequest(
             kind=kind, dataset=dataset, prompt_filter=prompt_filter, limit=int(limit), window_size=int(window) or None,
             sources=tuple(sources), feature_categories=tuple(categories), mode=KnockoutMode(mode), strict=strict,
+            mixers=Mixers(mixers),
         )  # fmt: skip
         loaded = load(name)
         bar = st.progress(0.0, text="choosing prompts")
