@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from infoflow.naming import short_model_name
+from infoflow.plots.facts import run_facts, with_facts
 from infoflow.store import ResultsStore
 
 
@@ -20,8 +21,9 @@ def run_labels(store: ResultsStore, run_ids: Sequence[str]) -> dict[str, str]:
 
 
 def runs_frame(store: ResultsStore, run_ids: Sequence[str], kind: str) -> pd.DataFrame:
-    """The rows of ``run_ids`` (all of experiment ``kind``) with columns ``model`` (label), ``n_layers``
-    (from the manifest's params, NaN if absent), ``dataset`` and ``dataset_filter`` added."""
+    """The rows of ``run_ids`` (all of experiment ``kind``) with columns ``model`` (label), ``model_id``, ``n_layers``
+    (from the manifest's params, NaN if absent), ``dataset`` and ``dataset_filter`` added; heatmap rows also
+    get their prompt's subject and target (``plots.facts.with_facts``) where they are known."""
     runs = [store.run(r) for r in run_ids]
     wrong = [f"{run.run_id} ({run.manifest.kind})" for run in runs if run.manifest.kind != kind]
     if wrong:
@@ -30,13 +32,30 @@ def runs_frame(store: ResultsStore, run_ids: Sequence[str], kind: str) -> pd.Dat
     frames = [
         store.frame(run.run_id).assign(
             model=labels[run.run_id],
+            model_id=run.manifest.model_id,
             n_layers=run.manifest.params.get("n_layers"),
             dataset=run.manifest.dataset,
             dataset_filter=run.manifest.dataset_filter,
         )
         for run in runs
     ]
+    if kind == "heatmap":
+        frames = [with_facts(f, run_facts(store, run.run_id)) for f, run in zip(frames, runs, strict=True)]
     nonempty = [f for f in frames if not f.empty]  # concatenating empty frames is deprecated in pandas
     frame = pd.concat(nonempty, ignore_index=True) if nonempty else frames[0]
     frame["n_layers"] = pd.to_numeric(frame["n_layers"], errors="coerce")
     return frame
+
+
+def one_run_per_model(rows: pd.DataFrame) -> pd.DataFrame:
+    """``runs_frame`` rows with one run per model (the one with the most prompts, the later one of a tie), each
+    labelled with its model's short name: a comparison of models shows each model once."""
+    prompts = rows.groupby("run_id", sort=False)["prompt_id"].nunique()
+    models = rows.groupby("run_id", sort=False)["model_id"].first()
+    best: dict[str, str] = {}
+    for run_id, n in prompts.items():
+        model = str(models[run_id])
+        if model not in best or n >= prompts[best[model]]:
+            best[model] = str(run_id)
+    kept = rows[rows["run_id"].isin(list(best.values()))]
+    return kept.assign(model=[short_model_name(m) for m in kept["model_id"]])
