@@ -158,11 +158,11 @@ def run_spec(store: Any, run_id: str) -> dict[str, Any]:
     spec: dict[str, Any] = {"model": m.model_id, "dataset": m.dataset, **parse_selection(m.dataset_filter)}
     spec |= {key: params[key] for key in ("device", "dtype", "engine") if key in params}
     options = {k: v for k, v in params.items() if k not in COMPUTED_PARAMS}
-    unknown = sorted(set(options) - set(EXPERIMENT_OPTIONS[m.kind.value]))
+    unknown = sorted(set(options) - set(EXPERIMENT_OPTIONS[str(m.kind)]))
     if unknown:
         raise SpecError(f"run {run.run_id} has parameters {unknown} that a spec cannot set yet; it cannot be exported")
-    experiment: dict[str, Any] = {"kind": m.kind.value, **options}
-    if run.name != derived_run_name(m.model_id, m.kind.value, params):
+    experiment: dict[str, Any] = {"kind": str(m.kind), **options}
+    if run.name != derived_run_name(m.model_id, str(m.kind), params):
         experiment["name"] = run.name
     if run.tags:
         experiment["tags"] = list(run.tags)

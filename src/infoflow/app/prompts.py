@@ -31,7 +31,7 @@ COLUMNS = ["prompt_id", "prompt", "subject", "target", "p0", "effect (%)", "wher
 def prompt_table(store: ResultsStore, run_id: str) -> pd.DataFrame:
     """One row per prompt of an info-flow or heatmap run: ``COLUMNS``, strongest effect first."""
     run = store.run(run_id)
-    kind = run.manifest.kind.value
+    kind = str(run.manifest.kind)
     if kind not in KINDS:
         raise ValueError(f"the prompt table shows info-flow and heatmap runs; run {run.name} is a {kind} run")
     rows = store.frame(run.run_id)

@@ -80,8 +80,10 @@ def report(frame: pd.DataFrame, options: FigureOptions) -> list[Block]:
     run_id = str(frame["run_id"].iloc[0])
     return [
         Heading("Hidden-attention matrices"),
-        Text(f"Per prompt, the layers and matrices exported; the matrices themselves: `infoflow runs export {run_id} "
-             "attention.parquet`, or the web app's Hidden attention page."),  # fmt: skip
+        Text(
+            f"Per prompt, the layers and matrices exported; the matrices themselves: `infoflow runs export {run_id} "
+            "attention.parquet`, or the web app's Hidden attention page."
+        ),
         TableBlock(attention_summary(frame)),
     ]
 

@@ -71,7 +71,7 @@ def show_prompt(store_path: Path, run_id: str, rows: pd.DataFrame, fact_row: pd.
                f"{fact_row['effect (%)']:.1f} % at {fact_row['where']}")  # fmt: skip
     with open_store(store_path) as store:
         run = store.run(run_id)
-    heatmap = run.manifest.kind.value == "heatmap"
+    heatmap = str(run.manifest.kind) == "heatmap"
     if heatmap:
         title = f"Knockout of each token → last token · window size {rows['window_size'].iloc[0]}"
         figure = heatmap_figure(panels(rows, prompt_id), x="window", limit=None, title=title)
