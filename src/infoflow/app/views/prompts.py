@@ -86,8 +86,26 @@ def show_prompt(store_path: Path, run_id: str, rows: pd.DataFrame, fact_row: pd.
     knockout_panel(run, rows, fact_row, heatmap)
 
 
+def start_at_strongest(run_id: str, rows: pd.DataFrame, heatmap: bool) -> None:
+    """When a prompt is opened, its knockout choices start at the prompt's strongest effect."""
+    opened = (run_id, int(rows["prompt_id"].iloc[0]))
+    if st.session_state.get("prompts_opened") == opened:
+        return
+    st.session_state["prompts_opened"] = opened
+    if heatmap:
+        row = rows.loc[rows["p"].idxmin()]
+        st.session_state["prompts_position"] = int(row["position"])
+    else:
+        row = rows.loc[rows["diff"].idxmin()]
+        st.session_state["prompts_source"] = str(row["source"])
+        st.session_state["prompts_category"] = str(row["feature_category"])
+    st.session_state["prompts_window"] = int(row["window_start"])
+
+
 def knockout_panel(run, rows: pd.DataFrame, fact_row: pd.Series, heatmap: bool) -> None:
     st.subheader("Top-k predictions after a knockout")
+    st.caption("It opens at the prompt's strongest effect; choose any other knockout of the run.")
+    start_at_strongest(run.run_id, rows, heatmap)
     columns = st.columns(4)
     starts = sorted(int(w) for w in rows["window_start"].unique())
     size = int(rows["window_size"].iloc[0])
