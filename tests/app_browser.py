@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from infoflow.app.launcher import streamlit_command
 
 CHROMIUM = "/usr/bin/chromium"
 INSTALL_HINT = "install Debian's chromium: apt-get install -y chromium"
+PLOT = ".js-plotly-plot"
 
 
 def chromium_path() -> str | None:
@@ -89,6 +91,17 @@ def run_explorer(page) -> None:
     wait_idle(page)
 
 
+def prompt_link(store: Path) -> dict[str, str]:
+    """The query parameters of the Prompts page for the store's first heatmap run and its first prompt."""
+    from infoflow.store import ResultsStore
+
+    with ResultsStore.open(store, read_only=True) as results:
+        runs = results.runs()
+        run_id = str(runs.loc[runs["kind"] == "heatmap", "run_id"].iloc[0])
+        prompt = int(results.frame(run_id)["prompt_id"].min())
+    return {"run": run_id, "prompt": str(prompt)}
+
+
 def screenshots(store: Path, folder: Path) -> list[Path]:
     """A PNG of every page (explorer, hidden attention and features after a live run) into ``folder``."""
     from playwright.sync_api import sync_playwright
@@ -101,16 +114,22 @@ def screenshots(store: Path, folder: Path) -> list[Path]:
         page.goto(url)
         page.get_by_role("heading", name="Runs", exact=True).first.wait_for(timeout=60_000)
         wait_idle(page)
-        shots = {
-            "Runs": None, "Compare info flow": None, "Heatmaps": None, "Explorer": "Run explorer",
-            "Hidden attention": "Compute", "Mamba features": "Run", "Launch": "Start run",
+        shots = {  # page: (button pressed, what shows that the page is drawn)
+            "Runs": (None, "Open in Prompts →"), "Prompts": (None, "Top-k predictions after a knockout"),
+            "Compare info flow": (None, PLOT), "Heatmaps": (None, PLOT), "Explorer": ("Run explorer", PLOT),
+            "Hidden attention": ("Compute", PLOT), "Mamba features": ("Run", "Effect of knocking out"),
+            "Launch": ("Start run", "See it on the Runs"),
         }  # fmt: skip
-        for name, button in shots.items():
+        for name, (button, ready) in shots.items():
             open_page(page, name)
             wait_idle(page)
+            if name == "Prompts":  # a prompt opened: its heatmap and the top-k after a knockout
+                page.goto(f"{page.url.split('?')[0]}?{urllib.parse.urlencode(prompt_link(store))}")
             if button is not None:
                 page.get_by_role("button", name=button, exact=True).click()
-                wait_idle(page, 120_000)
+            drawn = page.locator(ready) if ready == PLOT else page.get_by_text(ready)
+            drawn.first.wait_for(timeout=120_000)
+            wait_idle(page, 120_000)
             page.wait_for_timeout(2000)  # plotly draws its charts after the script has finished
             path = folder / f"{name.lower().replace(' ', '-')}.png"
             page.screenshot(path=str(path), full_page=True)

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from infoflow.app import compare, features, heatmaps, hidden, runs
+from infoflow.app import compare, features, heatmaps, hidden, prompts, runs
 from infoflow.app.errors import AppError, user_message
 from infoflow.app.explorer import ExplorerRequest, explore, find_subject
 from infoflow.app.launch import LaunchRequest, launch
@@ -21,6 +21,7 @@ from infoflow.app.store_access import open_store
 from infoflow.cli import app as cli
 from infoflow.models import ModelLoadError, load_model
 from infoflow.plots import aggregate
+from infoflow.plots.facts import Fact
 from infoflow.store import ResultsStore
 from tests.app_fixtures import WINDOW, build_store, one_thread
 
@@ -88,6 +89,41 @@ def test_heatmap_panels_side_by_side(store_runs: tuple[Path, dict[str, str]]) ->
     panels = heatmaps.panels(frame, 0, WINDOW)
     assert [p.title for p in panels] == ["builtin-mamba1", "builtin-gpt2"]
     assert all(p.values.shape == (len(p.tokens), 8 - WINDOW + 1) for p in panels)
+    # the subject's rows and the target, from the synthetic dataset (the runs have no evaluate rows)
+    assert all(p.subject == (1, 2, 3, 4, 5, 6) and p.target == " Tornhal" for p in panels)
+
+
+@pytest.mark.parametrize("kind", ["info_flow", "heatmap"])
+def test_prompt_table_and_top_k_after_a_knockout(store_runs: tuple[Path, dict[str, str]], kind: str) -> None:
+    """The prompt table's effect is each prompt's strongest drop; the live top-k after one of the run's
+    knockouts gives the target the probability the run stored for it (reference engine vs the fast engine)."""
+    path, ids = store_runs
+    run_id = ids[f"{kind}_mamba1"]
+    with open_store(path) as store:
+        table = prompts.prompt_table(store, run_id)
+        rows = store.frame(run_id)
+        params = dict(store.run(run_id).manifest.params)
+    assert sorted(table["prompt_id"]) == sorted(rows["prompt_id"].unique())
+    assert table["effect (%)"].is_monotonic_increasing and table["prompt"].str.len().min() > 10
+    loaded = load_model("builtin-mamba1")
+    first = table.iloc[0]
+    fact = Fact(first["prompt"], first["subject"], first["target"])
+    mine = rows[rows["prompt_id"] == first["prompt_id"]]
+    if kind == "info_flow":
+        expected = (mine["diff"].min(), mine.loc[mine["diff"].idxmin()])
+        row = expected[1]
+        edges = {"source": row["source"], "feature_category": row["feature_category"]}
+        assert first["effect (%)"] == pytest.approx(expected[0])
+    else:
+        row = mine.loc[mine["p"].idxmin()]
+        edges = {"position": int(row["position"])}
+        assert first["effect (%)"] == pytest.approx((row["p"] - row["p0"]) / row["p0"] * 100)
+    window = (int(row["window_size"]), int(row["window_start"]))
+    choice = prompts.KnockoutChoice(*window, **edges, options=prompts.run_options(params))
+    result = prompts.knockout_top_k(loaded, fact, choice, k=5)
+    assert result.p == pytest.approx(row["p"], rel=1e-4, abs=1e-6) and result.p0 == pytest.approx(row["p0"], rel=1e-5)
+    assert len(result.table) == 5 and result.table["p"].is_monotonic_decreasing
+    np.testing.assert_allclose(result.table["change"], result.table["p"] - result.table["p clean"], atol=1e-7)
 
 
 def test_find_subject() -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from infoflow.app.launcher import ENTRY_SCRIPT
+from infoflow.app.shell import PAGES
 from infoflow.store import ResultsStore
 from tests.app_fixtures import build_store, one_thread
 
@@ -28,11 +31,19 @@ def single_thread():
         yield
 
 
-def open_page(store: Path, page: str) -> AppTest:
+def new_app(store: Path, **query: str) -> AppTest:
     at = AppTest.from_file(str(ENTRY_SCRIPT), default_timeout=TIMEOUT)
     at.session_state["store"] = str(store)
-    at.session_state["page"] = page
-    return at.run()
+    at.query_params.update(query)
+    return at
+
+
+def open_page(store: Path, page: str, **query: str) -> AppTest:
+    """The app on ``page`` (by its title) of ``store``, with ``query`` parameters in its URL."""
+    at = new_app(store).run()  # the first run registers the pages (and draws the default one, Runs)
+    at.query_params.update(query)
+    file = next(p.file for p in PAGES if p.title == page)
+    return at.switch_page(f"page_scripts/{file}").run()
 
 
 def charts(at: AppTest) -> list:
@@ -155,6 +166,9 @@ def test_explorer_page_runs_live(tmp_path: Path) -> None:
     assert "subject 'Thargol Tesbrammon Silwen' (found)" in at.success[0].value
     assert len(charts(at)) == 2  # heatmap and per-source curves
     assert trace_types(charts(at)[0]) == ["heatmap"]
+    spec = json.loads(charts(at)[0].proto.spec)
+    assert sum(label.startswith("<b>▸") for label in spec["data"][0]["y"]) == 6  # the subject's six tokens
+    assert "target '" in spec["layout"]["title"]["text"]  # the model's own top-1 here
 
 
 @pytest.mark.parametrize(
@@ -168,12 +182,10 @@ def test_explorer_page_runs_live(tmp_path: Path) -> None:
     ],
 )  # fmt: skip
 def test_explorer_errors_are_messages(tmp_path: Path, fields: dict[str, str], expected: str) -> None:
-    at = AppTest.from_file(str(ENTRY_SCRIPT), default_timeout=TIMEOUT)
-    at.session_state["store"] = str(tmp_path / "unused.duckdb")
-    at.session_state["page"] = "Explorer"
+    at = new_app(tmp_path / "unused.duckdb").run()
     for key, value in fields.items():
         at.session_state[key] = value
-    at.run()
+    at.switch_page("page_scripts/explorer.py").run()
     at.button(key="explorer_run").click().run()
     assert not at.exception
     assert expected in messages(at)
@@ -202,11 +214,13 @@ def test_features_page(store_runs: tuple[Path, dict[str, str]]) -> None:
     at = open_page(store, "Mamba features")
     assert not at.exception and not at.error
     spec = charts(at)[0].proto.spec
-    assert "fastest decay" in spec and "slowest decay" in spec and "middle" in spec
+    assert "fast-decay, context-independent" in spec and "slow-decay, context-dependent" in spec and "middle" in spec
     at.button(key="features_run").click().run()
     assert not at.error and len(charts(at)) == 3  # histogram, live effect, stored run
     live = charts(at)[1].proto.spec
-    assert "fast_decay" in live and "slow_decay" in live
+    # the categories by their one name, in their fixed colours (as in the static figures)
+    assert "context-dependent (slow-decay) features knocked out" in live and "#E69F00" in live
+    assert "context-independent (fast-decay) features knocked out" in live and "#56B4E9" in live
     at.selectbox(key="features_model").set_value("other: local folder, .gguf file or hub id").run()
     at.text_input(key="features_model_other").set_value("builtin-gpt2").run()
     assert "has no layer whose features decay" in messages(at)
@@ -231,3 +245,76 @@ def test_launch_page_bad_dataset_is_a_message(tmp_path: Path) -> None:
     at.text_input(key="launch_dataset").set_value(str(tmp_path / "nothing.csv")).run()
     at.button(key="launch_start").click().run()
     assert not at.exception and at.error
+
+
+def test_pages_have_their_own_urls() -> None:
+    assert [p.url_path for p in PAGES] == [
+        "runs", "prompts", "compare", "heatmaps", "explorer", "hidden-attention", "features", "launch",
+    ]  # fmt: skip
+    assert all((ENTRY_SCRIPT.parent / "page_scripts" / p.file).is_file() for p in PAGES)
+
+
+def test_runs_page_reads_and_writes_the_run_in_the_url(store_runs: tuple[Path, dict[str, str]]) -> None:
+    store, runs = store_runs
+    at = open_page(store, "Runs", run=runs["heatmap_gpt2"])
+    assert not at.exception and at.selectbox(key="runs_run").value == runs["heatmap_gpt2"]
+    at.selectbox(key="runs_run").set_value(runs["info_flow_mamba1"]).run()
+    assert at.query_params["run"] == runs["info_flow_mamba1"]  # the URL follows the choice
+    links = [link.proto for link in at.get("page_link")]
+    assert any("prompts" in link.page for link in links) and any("compare" in link.page for link in links)
+
+
+def test_prompts_page_table_opens_a_prompt_with_top_k_after_a_knockout(
+    store_runs: tuple[Path, dict[str, str]],
+) -> None:
+    store, runs = store_runs
+    at = open_page(store, "Prompts", run=runs["heatmap_mamba1"], prompt="0")
+    assert not at.exception and not at.error
+    assert at.selectbox(key="prompts_run").value == runs["heatmap_mamba1"]
+    table = at.dataframe[0].value
+    assert list(table.columns[:6]) == ["prompt_id", "prompt", "subject", "target", "p0", "effect (%)"]
+    assert any("Prompt 0: 'Thargol Tesbrammon Silwen" in h.value for h in at.subheader)
+    spec = json.loads(charts(at)[0].proto.spec)
+    labels = spec["data"][0]["y"]
+    assert labels[1].startswith("<b>▸ 1: Th") and not labels[7].startswith("<b>")  # the subject's rows marked
+    assert "target ' Tornhal'" in spec["layout"]["title"]["text"]  # the target named
+    after = at.dataframe[1].value
+    assert list(after.columns) == ["rank", "token", "p", "p clean", "change", "target"] and len(after) == 10
+    at.select_slider(key="prompts_window").set_value(2).run()
+    at.selectbox(key="prompts_position").set_value(3).run()
+    assert not at.exception and any("p(target)" in c.value for c in at.caption)
+    at.radio(key="prompts_sort").set_value("p0 (highest first)").run()
+    assert at.dataframe[0].value["p0"].is_monotonic_decreasing
+
+
+def test_prompts_page_of_an_info_flow_run_draws_the_prompts_curves(store_runs: tuple[Path, dict[str, str]]) -> None:
+    store, runs = store_runs
+    at = open_page(store, "Prompts", run=runs["info_flow_mamba1"], prompt="1")
+    assert not at.exception and not at.error
+    assert trace_types(charts(at)[0])[:2] == ["scatter", "scatter"]  # band and mean, per source
+    at.selectbox(key="prompts_category").set_value("fast_decay").run()
+    assert not at.exception and len(at.dataframe) == 2
+    assert at.query_params["prompt"] == "1" and at.query_params["run"] == runs["info_flow_mamba1"]
+
+
+def test_heatmaps_page_marks_subject_and_target(store_runs: tuple[Path, dict[str, str]]) -> None:
+    store, runs = store_runs
+    at = open_page(store, "Heatmaps", run=runs["heatmap_gpt2"])
+    assert at.multiselect(key="heatmap_runs").value == [runs["heatmap_gpt2"]]  # the run from the URL
+    spec = json.loads(charts(at)[0].proto.spec)
+    assert "target ' Tornhal'" in spec["layout"]["title"]["text"]
+    middle = spec["data"][0]["colorscale"][5][1]  # the colour of 0 on the diverging map: near white
+    assert min(int(middle[i : i + 2], 16) for i in (1, 3, 5)) > 0xF0 and spec["data"][0]["zmin"] == -0.3
+
+
+def test_hidden_attention_is_diverging_and_blank_above_the_diagonal(store_runs: tuple[Path, dict[str, str]]) -> None:
+    store, _ = store_runs
+    at = open_page(store, "Hidden attention")
+    at.radio(key="hidden_source").set_value("stored attention run").run()
+    trace = json.loads(charts(at)[0].proto.spec)["data"][0]
+    assert trace["zmid"] == 0 and trace["zmin"] == -trace["zmax"]
+    z = trace["z"]  # plotly's typed array: base64 of the values, row by row
+    shape = [int(n) for n in str(z["shape"]).split(",")]
+    values = np.frombuffer(base64.b64decode(z["bdata"]), dtype=z["dtype"]).reshape(shape)
+    assert np.isnan(values[np.triu_indices(shape[0], 1)]).all()  # the future is blank, not 0
+    assert np.isfinite(values[np.tril_indices(shape[0])]).all()

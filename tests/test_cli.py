@@ -29,6 +29,7 @@ from infoflow.experiments.filters import sample
 from infoflow.interventions.knockout import Knockout
 from infoflow.models import load_model
 from infoflow.models.load import LoadedModel
+from infoflow.plots.export import file_stem
 from infoflow.store import ResultsStore
 from infoflow.store.duckdb import DuckDBStore
 from tests.cli_support import (
@@ -424,18 +425,37 @@ def test_report(filled: dict[str, str], store: Path, tmp_path: Path) -> None:
 
 def test_plot(filled: dict[str, str], store: Path, tmp_path: Path) -> None:
     folder = tmp_path / "figures"
+    names = runs_of(store).set_index("run_id")["name"]
+    flow_stem, heat_stem = (file_stem(names[filled[k]]) for k in ("info_flow", "heatmap"))
     output = invoke("plot", filled["info_flow"], "--store", store, "-o", folder, "--metric", "hit").output
-    flow = [folder / f"info-flow-{filled['info_flow']}-hit.{suffix}" for suffix in ("png", "pdf")]
-    heat = [folder / f"heatmap-{filled['heatmap']}-prompt{p}.{s}" for p in (1, 2) for s in ("png", "pdf")]
+    flow = [folder / f"{flow_stem}-hit.{suffix}" for suffix in ("png", "pdf", "txt")]
+    heat = [folder / f"{heat_stem}-prompt{p}.{s}" for p in (1, 2) for s in ("png", "pdf", "txt")]
     invoke("plot", filled["heatmap"], "--store", store, "-o", folder)
     assert sorted(folder.iterdir()) == sorted(flow + heat)
     for path in flow + heat:
-        magic = b"\x89PNG" if path.suffix == ".png" else b"%PDF"
-        assert path.read_bytes().startswith(magic) and path.stat().st_size > 1000
+        magic = {".png": b"\x89PNG", ".pdf": b"%PDF", ".txt": b""}[path.suffix]
+        assert path.read_bytes().startswith(magic) and path.stat().st_size > 100
+    assert filled["info_flow"] in flow[2].read_text() and "bootstrap" in flow[2].read_text()  # the caption file
     assert all(str(path) in output for path in flow)
     mixed = invoke("plot", filled["info_flow"], filled["heatmap"], "--store", store, "-o", folder, code=1).output
     assert "one kind" in mixed
     assert "one kind" in invoke("plot", filled["evaluate"], "--store", store, "-o", folder, code=1).output
+
+
+def test_plot_title_formats_dpi_and_column_width(filled: dict[str, str], store: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    folder = tmp_path / "paper"
+    args = ["plot", filled["info_flow"], "--store", store, "-o", folder, "--title", "Subject to last"]
+    invoke(*args, "--format", "svg", "--format", "png", "--dpi", "100", "--width", "single")
+    stem = folder / f"{file_stem(runs_of(store).set_index('run_id')['name'][filled['info_flow']])}-diff"
+    svg = stem.with_name(stem.name + ".svg").read_text()
+    assert "Subject to last" in svg and "<path" in svg  # text stays text (svg.fonttype none)
+    width, _ = Image.open(stem.with_name(stem.name + ".png")).size
+    assert width == pytest.approx(3.5 * 100, abs=2)  # a single column at 100 dpi
+    assert not stem.with_name(stem.name + ".pdf").exists()
+    assert "svg" in invoke(*args, "--format", "eps", code=2).output
+    assert "single" in invoke(*args, "--width", "triple", code=2).output
 
 
 # --- presets ---

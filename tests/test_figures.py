@@ -49,6 +49,7 @@ def test_figure_set_files(figure_set: tuple[Path, Path, list[str]]) -> None:
     assert len(heatmaps) == 2 + len(sizes) - 1  # 2 prompts at window size 4, the first at every other size
     index = (out / "index.md").read_text()
     assert "4 prompts" in index
+    assert "np." not in index and f"window sizes {', '.join(map(str, sizes))}." in index  # plain numbers
     assert all(f"({stem}.png)" in index for stem in expected)
     bias = pd.read_csv(out / "first-position-bias.csv")
     assert sorted(bias["model"]) == sorted(MODELS)

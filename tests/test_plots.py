@@ -132,7 +132,7 @@ def test_aggregate_matches_independent_t_interval() -> None:
             for i, v in enumerate(values)
         ]
     )
-    out = aggregate(frame, ["line"], "diff").set_index(["line", "window_start"])
+    out = aggregate(frame, ["line"], "diff", interval="t").set_index(["line", "window_start"])
     for key, values in groups.items():
         mean, low, high = _expected(values)
         row = out.loc[key]
@@ -143,10 +143,33 @@ def test_aggregate_matches_independent_t_interval() -> None:
     assert out.loc[("a", 1), "low"] == out.loc[("a", 1), "high"] == -12.5  # n == 1: band collapses
     assert out.loc[("b", 0), "low"] == out.loc[("b", 0), "high"] == -7.0  # std == 0: band collapses
 
-    hits = aggregate(frame, ["line"], "hit").set_index(["line", "window_start"])
+    hits = aggregate(frame, ["line"], "hit", interval="t").set_index(["line", "window_start"])
     for key, values in groups.items():
         mean, low, high = _expected((values > -10).astype(float) * 100)
         assert (hits.loc[key, "mean"], hits.loc[key, "low"], hits.loc[key, "high"]) == pytest.approx((mean, low, high))
+
+
+def test_bootstrap_interval_stays_where_a_percent_change_can_be() -> None:
+    """A skewed change of p (most prompts near -100 %, a few far above 0): the Student-t band crosses -100 %,
+    the default percentile bootstrap does not; on symmetric values the two nearly agree."""
+    rng = np.random.default_rng(0)
+    skewed = np.concatenate([np.full(12, -99.0), rng.uniform(200, 900, 3)])
+    normal = rng.normal(-20, 5, 200)
+    frame = pd.DataFrame(
+        [{"window_start": w, "prompt_id": i, "diff": v, "hit": False} for w, values in enumerate((skewed, normal))
+         for i, v in enumerate(values)]
+    )  # fmt: skip
+    boot = aggregate(frame, metric="diff").set_index("window_start")
+    t = aggregate(frame, metric="diff", interval="t").set_index("window_start")
+    assert t.loc[0, "low"] < -100 <= boot.loc[0, "low"] < boot.loc[0, "mean"] < boot.loc[0, "high"]
+    # a resampled mean lies between the smallest and the largest value
+    assert skewed.min() <= boot.loc[0, "low"] and boot.loc[0, "high"] <= skewed.max()
+    np.testing.assert_allclose(boot.loc[1, ["low", "high"]], t.loc[1, ["low", "high"]], atol=0.15)
+    # independent oracle: the quantiles of the means of resamples drawn the same way
+    draws = np.random.default_rng(0).integers(0, len(skewed), size=(2000, len(skewed)))
+    expected = np.quantile(skewed[draws].mean(axis=1), [0.025, 0.975])
+    np.testing.assert_allclose(boot.loc[0, ["low", "high"]].to_numpy(float), expected)
+    assert (aggregate(frame, metric="diff") == boot.reset_index()).all().all()  # seeded: the same twice
 
 
 def _linear_frame(model: str, n_layers: int | None, window_size: int, last_start: int, slope: float) -> pd.DataFrame:
@@ -226,9 +249,9 @@ def test_info_flow_figures(store: ResultsStore, runs: dict[str, str], tmp_path: 
     categories = info_flow_figure(mamba, lines="feature_category", metric="hit", x="window", sources=["subject"])
     legend = [t.get_text() for t in categories.legends[0].get_texts()]
     assert legend == [
-        "all features (n = 5)",
-        "context-dependent (slow-decay) knocked out (n = 5)",
-        "context-independent (fast-decay) knocked out (n = 5)",
+        "all features knocked out (n = 5)",
+        "context-dependent (slow-decay) features knocked out (n = 5)",
+        "context-independent (fast-decay) features knocked out (n = 5)",
     ]
     assert categories.axes[0].get_ylabel() == "Target still top-1 (%)"
     _assert_written(save_figure(categories, tmp_path / "categories.png"))
@@ -283,3 +306,47 @@ def test_report_defaults_to_every_run(store: ResultsStore, runs: dict[str, Any],
     text = write_report(store, path=tmp_path / "all.html").read_text(encoding="utf-8")
     assert all(f'id="run-{r}"' in text for r in [*runs.values(), empty])
     assert "No rows yet." in text
+
+
+def test_report_compares_each_model_once_and_tables_attention_runs(
+    store: ResultsStore, runs: dict[str, str], tmp_path: Path
+) -> None:
+    manifest = Manifest(
+        kind="info_flow",
+        model_id="state-spaces/mamba-130m-hf",
+        model_revision="r1",
+        dataset="counterfact",
+        dataset_filter="all_correct",
+        params={"n_layers": 12, "other": 1},
+    )
+    second_mamba = store.start_run(manifest).run_id  # a second run of the same model (as the demo makes)
+    store.add_rows(second_mamba, _flow_rows(3, 12, 3, ("all",), seed=2))
+    attention = _start(store, "attention", "openai-community/gpt2", 24)
+    matrix = [[1.0, 0.0], [0.5, 0.5]]
+    rows = [
+        {"prompt_id": 7, "layer": layer, "feature": feature, "matrix": matrix, "tokens": ["<s>", "Hi"]}
+        for layer in (0, 1)
+        for feature in ("mean", "0", "1")
+    ]
+    store.add_rows(attention, rows)
+    text = write_report(store, [*runs.values(), second_mamba, attention], tmp_path / "r.html").read_text("utf-8")
+    comparison = text.split("<h2>Info flow: models compared</h2>")[1].split("<h2")[0]
+    assert comparison.count("<img") == 1  # feature category all, window size 3: mamba and gpt2, once each
+    assert "bootstrap interval of the mean" in comparison
+    section = text.split(f'id="run-{attention}"')[1]
+    assert "Hidden-attention matrices" in section and "<td>0–1 (2)</td>" in section
+    assert "<td>&lt;s&gt;Hi</td>" in section
+
+
+def test_heatmap_marks_the_subject_and_names_the_target(store: ResultsStore, runs: dict[str, str]) -> None:
+    evaluated = _start(store, "evaluate", "state-spaces/mamba-130m-hf", 12)
+    fact = {"prompt": "The Eiffel Tower costs $5 in", "subject": "Eiffel Tower", "target": " Paris"}
+    store.add_rows(evaluated, [{"prompt_id": 7, "p0": 0.6, "rank": 1, "correct": True, **fact}])
+    frame = runs_frame(store, [runs["heat_mamba"]], "heatmap")
+    figure = heatmap_figure(frame, 7)
+    labels = figure.axes[0].get_yticklabels()
+    assert [label.get_text() for label in labels if label.get_fontweight() == "bold"] == [" Eiffel", " Tower"]
+    assert "target ' Paris'" in figure.get_suptitle() and "subject boxed" in figure.get_suptitle()
+    assert figure.axes[0].images[0].get_cmap().name == "RdBu"
+    unknown = heatmap_figure(runs_frame(store, [runs["heat_gpt2"]], "heatmap"), 7)  # no fact: no marks
+    assert "target" not in unknown.get_suptitle() and "subject" not in unknown.get_suptitle()

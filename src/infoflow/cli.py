@@ -9,9 +9,10 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -252,14 +253,15 @@ def run_options(fixed: Mapping[str, Any] | None = None, **defaults: Any) -> Call
 
 
 @contextmanager
-def opened(request: RunRequest) -> Iterator[OpenRun]:
-    """``open_run`` of the request, with a spinner while the model loads."""
+def opened(request: RunRequest, prompts: Sequence[Any] | None = None) -> Iterator[OpenRun]:
+    """``open_run`` of the request (on ``prompts`` when given), with a spinner while the model loads."""
     from infoflow.experiments.request import open_run
 
     def note(text: str) -> None:
         console.print(f"[yellow]note:[/] {escape(text)}", soft_wrap=True)
 
-    with open_run(request, status=lambda text: console.status(text, spinner="dots"), note=note) as run:
+    spinner = lambda text: console.status(text, spinner="dots")  # noqa: E731
+    with open_run(request, prompts=prompts, status=spinner, note=note) as run:
         yield run
 
 
@@ -370,8 +372,9 @@ def info_flow_command(
         list[FeatureCategory],
         typer.Option(
             "--features",
-            help="Feature categories (exempt third) of the recurrent layers; a hybrid's attention layers are knocked "
-            "out whole.",
+            help="Feature categories of the recurrent layers (a hybrid's attention layers are knocked out whole): "
+            "all; fast_decay = context-dependent (slow-decay) features knocked out; slow_decay = context-independent "
+            "(fast-decay) features knocked out.",
         ),
     ] = [FeatureCategory.ALL],  # noqa: B006
     window_sizes: Annotated[
@@ -446,6 +449,41 @@ def attention_command(
         run_id = attention(context, chosen, layers, per_feature)
         print_done("attention", run_id, context)
         out.print(f"export: infoflow runs export {run_id} attention.parquet")
+
+
+class FigureFormat(StrEnum):
+    PNG = "png"
+    PDF = "pdf"
+    SVG = "svg"
+
+
+class ColumnWidth(StrEnum):
+    SINGLE = "single"
+    DOUBLE = "double"
+
+
+@app.command(name="run")
+def run_spec_command(
+    spec: Annotated[Path, typer.Argument(help="A run spec (TOML): model(s), data, prompts and experiments.")],
+    store: StoreOption = None,
+    threads: Threads = None,
+    quiet: Quiet = False,
+) -> None:
+    """Run what a spec file describes (docs/figures.md#run-specs); `infoflow runs export-spec RUN` writes the spec
+    of any stored run, and running it reproduces the run."""
+
+    def body() -> None:
+        from infoflow.spec import load_spec, run_spec_file
+
+        loaded = load_spec(spec)
+        overrides = {"store": store, "threads": resolve_threads(threads), "show_progress": not quiet}
+        results = run_spec_file(loaded, opener=opened, **overrides)
+        for result in results:
+            console.print(f"[green]{result.kind} run {result.run_id}[/]: model {result.model}")
+        ids = " ".join(dict.fromkeys(r.run_id for r in results))
+        out.print(f"figures and tables: infoflow report {ids}{f' --store {store}' if store else ''}")
+
+    run_command(body)
 
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead of a table.")]
@@ -558,6 +596,30 @@ def runs_export(
     run_command(body)
 
 
+@runs_app.command("export-spec")
+def runs_export_spec(
+    run_id: Annotated[str, typer.Argument(help="Run id, unique id prefix or name.")],
+    output: Annotated[Path | None, typer.Option("--out", "-o", help="The TOML file \\[default: print it].")] = None,
+    store: StoreOption = None,
+) -> None:
+    """The run spec (TOML) of a stored run: `infoflow run` on it reproduces the run (same id, same rows)."""
+
+    def body() -> None:
+        from infoflow.spec import run_spec, to_toml
+        from infoflow.store import ResultsStore
+
+        with ResultsStore.open(store, read_only=True) as results:
+            run = results.run(run_id)
+            text = to_toml(run_spec(results, run.run_id), f"infoflow run spec of run {run.run_id} ({run.name})")
+        if output is None:
+            out.print(text, end="", highlight=False, markup=False, soft_wrap=True)
+            return
+        output.write_text(text, encoding="utf-8")
+        out.print(f"wrote {output}")
+
+    run_command(body)
+
+
 @runs_app.command("delete")
 def runs_delete(
     run_id: str, store: StoreOption = None, yes: Annotated[bool, typer.Option("--yes", "-y")] = False
@@ -600,36 +662,35 @@ def report(
 @app.command()
 def plot(
     run_ids: Annotated[list[str], typer.Argument(help="info-flow or heatmap runs (several: compared as lines).")],
-    output: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNG and PDF files.")] = Path("figures"),
+    output: Annotated[Path, typer.Option("--out", "-o", help="Folder for the figures.")] = Path("figures"),
     metric: Annotated[str, typer.Option(help="diff (% change of p) or hit (% still top-1).")] = "diff",
     lines: Annotated[str, typer.Option(help="model, feature_category, window_size or mixers.")] = "model",
     x_axis: Annotated[str, typer.Option("--x", help="depth (%) or window (index).")] = "depth",
+    title: Annotated[
+        str | None, typer.Option(help="The figure's title ('' for none) \\[default: what it shows].")
+    ] = None,
+    formats: Annotated[
+        list[FigureFormat] | None, typer.Option("--format", help="File format (repeat it) \\[default: png and pdf].")
+    ] = None,
+    dpi: Annotated[int, typer.Option(min=50, max=1200, help="Resolution of PNG files.")] = 200,
+    width: Annotated[
+        ColumnWidth | None, typer.Option(help="Paper column width, with fonts to match \\[default: natural size].")
+    ] = None,
     store: StoreOption = None,
 ) -> None:
-    """Publication figures (PNG and PDF): info-flow curves with 95 % bands, or heatmaps of p - p0."""
+    """Publication figures: info-flow curves with 95 % bands, or heatmaps of p - p0; named after the runs, each
+    with a .txt caption that records the runs and prompts."""
 
     def body() -> None:
         from infoflow.experiments.experiment import FigureOptions
-        from infoflow.experiments.registry import EXPERIMENTS
-        from infoflow.plots import runs_frame, save_figure
+        from infoflow.plots.export import PlotOptions, plot_runs
         from infoflow.store import ResultsStore
 
-        drawn = [kind for kind, experiment in EXPERIMENTS.items() if experiment.plot is not None]
+        figure = FigureOptions(x=x_axis, metric=metric, lines=lines)  # type: ignore[arg-type]
+        chosen = [str(f) for f in formats] if formats else ["png", "pdf"]
+        options = PlotOptions(figure, title, chosen, dpi, str(width) if width else None)
         with ResultsStore.open(store, read_only=True) as results:
-            kinds = {results.run(run_id).manifest.kind for run_id in run_ids}
-            if len(kinds) != 1 or not kinds <= set(drawn):
-                choices = ", ".join(drawn[:-1]) + " or " + drawn[-1]
-                raise CliError(f"plot takes runs of one kind, {choices}; got {sorted(kinds)}")
-            kind = kinds.pop()
-            frame = runs_frame(results, run_ids, kind)
-        output.mkdir(parents=True, exist_ok=True)
-        options = FigureOptions(x=x_axis, metric=metric, lines=lines)
-        stem = f"{kind.replace('_', '-')}-{'-'.join(run_ids)}"
-        written = [
-            path
-            for part, figure in EXPERIMENTS[kind].plot(frame, options)
-            for path in save_figure(figure, output / f"{stem}-{part}")
-        ]
+            written = plot_runs(results, run_ids, output, options)
         for path in written:
             out.print(f"wrote {path}")
 

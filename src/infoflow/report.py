@@ -31,7 +31,8 @@ border-bottom: 1px solid #ccc; padding-bottom: 0.2em; } h3 { font-size: 1.05em; 
 .meta { color: #555; font-size: 0.9em; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.6em 0 1em; }
 th, td { border: 1px solid #d0d0d0; padding: 0.25em 0.6em; text-align: left; vertical-align: top;
-         overflow-wrap: anywhere; }
+         overflow-wrap: anywhere; word-break: break-word; max-width: 40em; }
+.wide { max-width: 100%; overflow-x: auto; }
 th { background: #f3f3f3; } td.num, table.data td { font-variant-numeric: tabular-nums; }
 pre { margin: 0; white-space: pre-wrap; font-size: 0.95em; }
 figure { margin: 1em 0 1.6em; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
@@ -86,7 +87,9 @@ def _anchor(run_id: str) -> str:
 
 
 def _table(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, border=0, classes="data", float_format=FLOAT_FORMAT, na_rep="–", escape=True)
+    """A data table that fits the page: long cells wrap, and a table wider than the page scrolls by itself."""
+    table = frame.to_html(index=False, border=0, classes="data", float_format=FLOAT_FORMAT, na_rep="–", escape=True)
+    return f'<div class="wide">{table}</div>'
 
 
 def _figure(fig: Figure, caption: str) -> str:

@@ -1,5 +1,5 @@
 """Compare page logic: info-flow rows of chosen runs, narrowed by source, feature category, window size,
-target and a prompt filter; mean curves with Student-t bands (``infoflow.plots.aggregate``)."""
+target and a prompt filter; mean curves with 95 % bands (``infoflow.plots.aggregate``)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pandas as pd
 
 from infoflow.experiments.filters import FilterContext, FilterError, select
 from infoflow.experiments.selection import latest_evaluate_ranks
-from infoflow.naming import short_model_name
+from infoflow.naming import short_filter
 from infoflow.plots import aggregate, aggregate_by_depth, info_flow_figure, runs_frame
 from infoflow.plots.aggregate import Metric
-from infoflow.plots.style import ordered_sources, png_bytes
+from infoflow.plots.style import feature_label, ordered_sources, png_bytes
 from infoflow.store import ResultsStore
 
 # Columns that may vary between lines (everything else is fixed per panel).
@@ -23,15 +23,15 @@ Y_LABELS = {"diff": "Change in p(target) (%)", "hit": "Target still top-1 (%)"}
 
 
 def runs_of_kind(store: ResultsStore, kind: str) -> pd.DataFrame:
-    """The runs of one experiment kind with a readable ``label`` (model, filter, status, id)."""
+    """The runs of one experiment kind with a readable ``label`` (name, dataset and short filter, status, id)."""
     runs = store.runs()
     if runs.empty:
         return runs.assign(label=pd.Series(dtype=str))
     runs = runs[runs["kind"] == kind].reset_index(drop=True)
     labels = [
-        f"{short_model_name(m)} · {d} ({f}) · {s} · {r[:8]}"
-        for m, d, f, s, r in zip(
-            runs["model_id"], runs["dataset"], runs["dataset_filter"], runs["status"], runs["run_id"], strict=True
+        f"{n} · {d} ({short_filter(f, 24)}) · {s} · {r[:8]}"
+        for n, d, f, s, r in zip(
+            runs["name"], runs["dataset"], runs["dataset_filter"], runs["status"], runs["run_id"], strict=True
         )
     ]
     return runs.assign(label=labels)
@@ -118,12 +118,14 @@ def varying_columns(frame: pd.DataFrame) -> list[str]:
 def with_lines(frame: pd.DataFrame) -> pd.DataFrame:
     """The rows with a ``line`` label: the values of the varying columns (the model when nothing varies)."""
     columns = varying_columns(frame) or ["model"]
-    labels = frame[columns].astype(str).agg(" · ".join, axis=1)
-    return frame.assign(line=labels)
+    shown = frame[columns].astype(str)
+    if "feature_category" in columns:  # one name for each category, as in the figures
+        shown["feature_category"] = shown["feature_category"].map(feature_label)
+    return frame.assign(line=shown.agg(" · ".join, axis=1))
 
 
 def curve_points(frame: pd.DataFrame, metric: Metric = "diff", x: str = "depth") -> pd.DataFrame:
-    """Per line, source and x: ``mean``, ``low``/``high`` (95 % Student-t) and ``n`` prompts; columns
+    """Per line, source and x: ``mean``, ``low``/``high`` (95 % bootstrap interval) and ``n`` prompts; columns
     ``line``, ``source``, ``x``, ``mean``, ``low``, ``high``, ``n``."""
     lined = with_lines(frame)
     if x == "depth":

@@ -10,11 +10,20 @@ from infoflow.app.explorer import ExplorerRequest, Progress, explore, no_progres
 from infoflow.data.spans import TokenType
 from infoflow.interventions.knockout import FeatureCategory, FeatureSelection
 from infoflow.models.load import LoadedModel
+from infoflow.plots.style import FEATURE_COLORS
 
-FASTEST = "fastest decay (exempt in fast_decay)"
-SLOWEST = "slowest decay (exempt in slow_decay)"
-MIDDLE = "middle (always knocked out)"
-ORDER = (FASTEST, MIDDLE, SLOWEST)
+# The thirds of the decay ranking, named as the knockouts' feature categories name them (plots.style), coloured as
+# the category that knocks them out (fast_decay knocks out the slow-decay, context-dependent features).
+FASTEST = "fast-decay, context-independent (kept by fast_decay)"
+SLOWEST = "slow-decay, context-dependent (kept by slow_decay)"
+MIDDLE = "middle (knocked out by both)"
+COLORS = {
+    FASTEST: FEATURE_COLORS[FeatureCategory.SLOW_DECAY],
+    MIDDLE: "#999999",
+    SLOWEST: FEATURE_COLORS[FeatureCategory.FAST_DECAY],
+}
+ORDER = tuple(COLORS)
+DECAY_NORM = "decay norm Σₙ exp(−exp(A_log))"
 
 
 def require_ssm(loaded: LoadedModel) -> None:

@@ -9,13 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from infoflow.plots.style import ordered_sources
+from infoflow.plots.style import FEATURE_COLORS, diverging_colorscale, feature_label, ordered_sources
+from infoflow.plots.style import line_colors as style_line_colors
 
-PALETTE = qualitative.Plotly
-HEATMAP_SCALE = "RdYlGn"  # red: the knockout lowers the target's probability (as infoflow.plots)
+HEATMAP_SCALE = diverging_colorscale()  # red: the knockout lowers the target's probability (as infoflow.plots)
 PANEL_COLUMNS = 4
 
 
@@ -32,11 +31,14 @@ def curves_figure(
     reference: float = 0.0,
     title: str | None = None,
     integer_x: bool = False,
+    colors: dict[str, str] | None = None,
 ) -> go.Figure:
-    """One panel per ``source``, one line per ``line`` with its [low, high] band (``curve_points`` frames);
-    ``integer_x``: ticks at whole numbers (window indices)."""
+    """One panel per ``source``, one line per ``line`` with its [low, high] band (``curve_points`` frames), in
+    ``colors`` (line -> colour; default: ``compare.line_colors``, the figures' colours); ``integer_x``: ticks at
+    whole numbers (window indices)."""
     sources = ordered_sources(points["source"].unique())
     lines = list(dict.fromkeys(points["line"]))
+    colors = colors or line_colors(lines)
     n_cols = min(PANEL_COLUMNS, max(1, len(sources)))
     n_rows = math.ceil(len(sources) / n_cols)
     fig = make_subplots(
@@ -44,11 +46,11 @@ def curves_figure(
     )
     for i, source in enumerate(sources):
         row, col = i // n_cols + 1, i % n_cols + 1
-        for j, line in enumerate(lines):
+        for line in lines:
             part = points[(points["source"] == source) & (points["line"] == line)].sort_values("x")
             if part.empty:
                 continue
-            color = PALETTE[j % len(PALETTE)]
+            color = colors[line]
             band_x = np.concatenate([part["x"], part["x"][::-1]])
             band_y = np.concatenate([part["high"], part["low"][::-1]])
             fig.add_trace(
@@ -82,12 +84,14 @@ def curves_figure(
 
 @dataclass(frozen=True)
 class HeatmapPanel:
-    """One model's tokens × windows grid of ``p − p0`` for one prompt."""
+    """One model's tokens × windows grid of ``p − p0`` for one prompt, its subject's rows and target if known."""
 
     title: str
     values: np.ndarray  # [tokens, windows]
     tokens: list[str]
     p0: float
+    subject: tuple[int, ...] = ()
+    target: str | None = None
 
 
 def column_labels(n_windows: int, x: str) -> list[str]:
@@ -110,7 +114,8 @@ def heatmap_figure(
         horizontal_spacing=0.12 if len(panels) > 1 else 0.02,
     )  # fmt: skip
     for i, panel in enumerate(panels):
-        labels = [f"{j}: {t}" for j, t in enumerate(panel.tokens)]
+        # subject rows in bold, marked ▸ (plotly category labels take a little HTML)
+        labels = [f"<b>▸ {j}: {t}</b>" if j in panel.subject else f"{j}: {t}" for j, t in enumerate(panel.tokens)]
         fig.add_trace(
             go.Heatmap(
                 z=panel.values, x=column_labels(panel.values.shape[1], x), y=labels, zmin=-scale, zmax=scale,
@@ -122,17 +127,26 @@ def heatmap_figure(
         fig.update_yaxes(autorange="reversed", type="category", row=1, col=i + 1)
         fig.update_xaxes(title_text="Depth (%)" if x == "depth" else "First layer of window", type="category",
                          row=1, col=i + 1)  # fmt: skip
+    targets = {p.target for p in panels if p.target is not None}
+    if targets or any(p.subject for p in panels):
+        marks = [f"target {' / '.join(repr(t) for t in sorted(targets))}"] if targets else []
+        marks += ["subject rows ▸ bold"] if any(p.subject for p in panels) else []
+        title = " · ".join([*([title] if title else []), *marks])
     n_tokens = max(len(p.tokens) for p in panels)
     fig.update_layout(height=max(320, 24 * n_tokens + 160), title=title, margin={"t": 80})
     return fig
 
 
 def matrix_figure(matrix: np.ndarray, tokens: Sequence[str], title: str) -> go.Figure:
-    """A mixing matrix [target, source] with token labels (rows: receiving position)."""
+    """A mixing matrix [target, source] with token labels (rows: receiving position): signed weights on the
+    diverging map centred at 0, symmetric about it; the future (source after target) is blank, not 0."""
     labels = [f"{i}: {t}" for i, t in enumerate(tokens)]
+    shown = np.where(np.tril(np.ones_like(matrix, dtype=bool)), matrix, np.nan)  # [T, T], NaN above the diagonal
+    limit = float(np.nanmax(np.abs(shown))) if np.isfinite(shown).any() else 1.0
     fig = go.Figure(
         go.Heatmap(
-            z=matrix, x=labels, y=labels, colorscale="Viridis",
+            z=shown, x=labels, y=labels, colorscale=HEATMAP_SCALE, zmid=0.0, zmin=-limit, zmax=limit,
+            colorbar={"title": "α (mixing weight)"},
             hovertemplate="target %{y}<br>source %{x}<br>α = %{z:.4f}<extra></extra>",
         )
     )  # fmt: skip
@@ -142,11 +156,23 @@ def matrix_figure(matrix: np.ndarray, tokens: Sequence[str], title: str) -> go.F
     return fig
 
 
-def histogram_figure(frame: pd.DataFrame, value: str, color: str, title: str, order: Sequence[str]) -> go.Figure:
-    """Stacked histogram of ``value`` coloured by the ``color`` column (categories in ``order``)."""
+def histogram_figure(
+    frame: pd.DataFrame, value: str, color: str, title: str, colors: dict[str, str], x_label: str
+) -> go.Figure:
+    """Stacked histogram of ``value`` coloured by the ``color`` column (``colors``: category -> colour, in order)."""
     fig = go.Figure()
-    for i, category in enumerate(order):
+    for category, hex_color in colors.items():
         part = frame[frame[color] == category]
-        fig.add_trace(go.Histogram(x=part[value], name=f"{category} ({len(part)})", marker_color=PALETTE[i]))
-    fig.update_layout(barmode="stack", title=title, xaxis_title=value, yaxis_title="features", height=380)
+        fig.add_trace(go.Histogram(x=part[value], name=f"{category} ({len(part)})", marker_color=hex_color))
+    fig.update_layout(barmode="stack", title=title, xaxis_title=x_label, yaxis_title="features", height=380)
     return fig
+
+
+def line_colors(lines: Sequence[str]) -> dict[str, str]:
+    """A colour per line label, as the static figures colour them: feature categories by their fixed colours
+    (a label that names one), anything else by its model's colour (``plots.style``)."""
+    by_feature = {label: c for f, c in FEATURE_COLORS.items() for label in (feature_label(f),)}
+    named = {line: next((c for label, c in by_feature.items() if label in line), None) for line in lines}
+    if all(named.values()) and len(set(named.values())) == len(lines):
+        return {line: str(c) for line, c in named.items()}
+    return {str(k): v for k, v in style_line_colors("model", list(lines)).items()}

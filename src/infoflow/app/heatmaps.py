@@ -10,6 +10,7 @@ import pandas as pd
 
 from infoflow.app.figures import HeatmapPanel
 from infoflow.plots import heatmap_matrix, runs_frame
+from infoflow.plots.heatmap import heatmap_marks
 from infoflow.store import ResultsStore
 
 SPECIAL_TOKEN = re.compile(r"<\|[^|]*\|>|<s>|</s>")
@@ -55,5 +56,7 @@ def panels(frame: pd.DataFrame, prompt_id: int, window_size: int | None = None) 
         part = rows[rows[key] == run]
         values, labels, p0 = heatmap_matrix(part)
         title = str(part["model"].iloc[0]) if "model" in part.columns else str(run)
-        out.append(HeatmapPanel(title, values, [label.removesuffix("*") for label in labels], p0))
+        subject, target = heatmap_marks(part, len(labels))
+        tokens = [label.removesuffix("*") for label in labels]
+        out.append(HeatmapPanel(title, values, tokens, p0, tuple(subject), target))
     return out

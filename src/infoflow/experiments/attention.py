@@ -8,11 +8,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from infoflow.experiments.experiment import Experiment
+from infoflow.experiments.experiment import Block, Experiment, FigureOptions, Heading, TableBlock, Text
 from infoflow.experiments.runner import ChunkJob, ModelContext, Rows, RunContext, run_each, with_ids
 from infoflow.store.schema import key, value
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from infoflow.data.prompts import FactPrompt
     from infoflow.data.spans import TokenSpans
     from infoflow.models.base import CausalLM
@@ -71,6 +73,21 @@ def attention_job(params: AttentionParams, context: ModelContext) -> ChunkJob:
     return partial(run_each, job=job)
 
 
+def report(frame: pd.DataFrame, options: FigureOptions) -> list[Block]:
+    """A run's section: per prompt, the layers and matrices exported (the matrices: an export, or the web app)."""
+    from infoflow.plots.summary import attention_summary
+
+    run_id = str(frame["run_id"].iloc[0])
+    return [
+        Heading("Hidden-attention matrices"),
+        Text(
+            f"Per prompt, the layers and matrices exported; the matrices themselves: `infoflow runs export {run_id} "
+            "attention.parquet`, or the web app's Hidden attention page."
+        ),
+        TableBlock(attention_summary(frame)),
+    ]
+
+
 EXPERIMENT = Experiment(
     kind="attention",
     title="attention export",
@@ -84,6 +101,7 @@ EXPERIMENT = Experiment(
     job=attention_job,
     manifest_params=manifest_params,
     prepare=prepare,
+    report=report,
 )
 
 

@@ -132,7 +132,9 @@ def report(frame: pd.DataFrame, options: FigureOptions) -> list[Block]:
     """Per source, the window of the strongest effect; curves by feature category (and by window size)."""
     import pandas as pd
 
+    from infoflow.plots.aggregate import interval_caption
     from infoflow.plots.info_flow import info_flow_figure
+    from infoflow.plots.style import feature_label
     from infoflow.plots.summary import flow_minima
 
     minima = flow_minima(frame)
@@ -140,7 +142,7 @@ def report(frame: pd.DataFrame, options: FigureOptions) -> list[Block]:
         {
             "target": minima["target"],
             "source": minima["source"],
-            "feature category": minima["feature_category"],
+            "feature category": minima["feature_category"].map(feature_label),
             "window size": minima["window_size"],
             "prompts": minima["n"],
             "min mean change (%)": minima["min_mean_diff"].map(FLOAT_FORMAT),
@@ -156,7 +158,7 @@ def report(frame: pd.DataFrame, options: FigureOptions) -> list[Block]:
     blocks: list[Block] = [
         Heading("Strongest effect per source"),
         Text(
-            "The window with the lowest mean change of p(target), with its 95 % Student-t interval; "
+            f"The window with the lowest mean change of p(target), with its {interval_caption()}; "
             "depth: 100 % = last window start; still top-1: prompts whose target stays the top prediction there."
         ),
         TableBlock(minima),
@@ -164,32 +166,38 @@ def report(frame: pd.DataFrame, options: FigureOptions) -> list[Block]:
     ]
     for (target, size), rows in frame.groupby(["target", "window_size"], sort=True):
         for metric, what in CURVES:
-            caption = f"{what} by feature category with 95 % Student-t band; target {target}, window size {size}"
+            caption = f"{what} by feature category with its {interval_caption()}; target {target}, window size {size}"
             figure = info_flow_figure(rows, lines="feature_category", metric=metric, x=options.x)
             blocks.append(FigureBlock(figure, caption))
     if frame["window_size"].nunique() > 1:
         for (target, category), rows in frame.groupby(["target", "feature_category"], sort=True):
-            caption = f"Mean change of p(target) (%) by window size; target {target}, feature category {category}"
+            caption = (
+                f"Mean change of p(target) (%) by window size; target {target}, "
+                f"feature category {feature_label(category)}"
+            )
             blocks.append(FigureBlock(info_flow_figure(rows, lines="window_size", x=options.x), caption))
     return blocks
 
 
 def compare(frame: pd.DataFrame, options: FigureOptions) -> list[Block]:
-    """Curves of several models where their runs share a target, feature category, window size and mixers; then
-    each hybrid's split: the runs of one model that differ in ``mixers`` only, side by side."""
+    """Curves of several models (each once: ``one_run_per_model``) where their runs share a target, feature
+    category, window size and mixers; then each hybrid's split: the runs of one model that differ in ``mixers``
+    only, side by side."""
+    from infoflow.plots.aggregate import interval_caption
     from infoflow.plots.info_flow import info_flow_figure
-    from infoflow.plots.load import mixer_splits
+    from infoflow.plots.load import mixer_splits, one_run_per_model
 
     blocks: list[Block] = [Heading("Info flow: models compared", level=2)]
     keys = ["target", "feature_category", "window_size", "mixers"]
     for shared, rows in frame.groupby(keys, sort=True):
+        rows = one_run_per_model(rows)
         if rows["model"].nunique() > 1:
-            caption = "Mean change of p(target) (%) with 95 % Student-t band; " + ", ".join(
+            caption = f"Mean change of p(target) (%) with its {interval_caption()}; " + ", ".join(
                 f"{k} {v}" for k, v in zip(keys, shared, strict=True)
             )
             blocks.append(FigureBlock(info_flow_figure(rows, lines="model", x=options.x), caption))
     if len(blocks) == 1:
-        blocks.append(Text("No target, feature category and window size is shared by two runs.", "note"))
+        blocks.append(Text("No two models share a target, feature category, window size and mixers.", "note"))
     for split in mixer_splits(frame):
         blocks += mixer_split(split, options)
     return blocks

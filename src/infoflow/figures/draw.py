@@ -13,6 +13,7 @@ from infoflow.figures.analyses import first_position_bias, with_prompt_order
 from infoflow.figures.figure_set import StudyRuns
 from infoflow.interventions.knockout import FeatureCategory
 from infoflow.plots import heatmap_figure, info_flow_figure, runs_frame, save_figure
+from infoflow.plots.style import feature_label
 from infoflow.store import ResultsStore
 
 
@@ -49,8 +50,8 @@ def draw_figure_set(store: ResultsStore, study: StudyRuns, out_dir: Path) -> Pat
             save(
                 info_flow_figure(categories, lines="feature_category"),
                 f"feature-categories-{model.name}",
-                f"{model.name}: knocking out all features, the context-dependent (slow-decay) or the "
-                "context-independent (fast-decay) ones (the other third exempt)." + (hybrid if model.is_hybrid else ""),
+                f"{model.name}: {'; '.join(feature_label(c) for c in FeatureCategory)} (the other third exempt)."
+                + (hybrid if model.is_hybrid else ""),
             )
         if model.mixer_runs:
             split = runs_frame(store, [model.info_flow, *model.mixer_runs.values()], "info_flow")
@@ -65,7 +66,7 @@ def draw_figure_set(store: ResultsStore, study: StudyRuns, out_dir: Path) -> Pat
         save(
             info_flow_figure(sizes, lines="window_size"),
             f"window-sizes-{model.name}",
-            f"{model.name}: window sizes {sorted(sizes['window_size'].unique())}.",
+            f"{model.name}: window sizes {', '.join(str(int(w)) for w in sorted(sizes['window_size'].unique()))}.",
         )
     ordered = with_prompt_order(main, study.prompts)
     for order in ordered["prompt_order"].dropna().unique():

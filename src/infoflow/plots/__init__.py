@@ -1,4 +1,4 @@
-"""Static figures (matplotlib, PNG and PDF): info-flow curves with Student-t bands, per-prompt heatmaps,
+"""Static figures (matplotlib: PNG, PDF, SVG): info-flow curves with confidence bands, per-prompt heatmaps,
 and the aggregations and summary tables behind them."""
 
 from infoflow.plots.aggregate import aggregate, aggregate_by_depth, t_half_width

@@ -1,8 +1,12 @@
-"""Per-window aggregation of info-flow rows: mean and Student-t interval, by window index or depth percent.
+"""Per-window aggregation of info-flow rows: mean and its confidence interval, by window index or depth percent.
 
-Reference semantics (research/reference-spec.md §9.1): for each line and window start, over the prompts,
-``mean ± t_{(1+c)/2, n-1} · s / sqrt(n)`` with ``s`` the sample standard deviation (ddof 1); the band
-collapses to the mean when ``n == 1`` or ``s == 0``. Depth percent puts window start 0 at 0 % and the
+The interval (``Interval``) is by default a **percentile bootstrap** of the mean over prompts
+(``BOOTSTRAP_SAMPLES`` resamples, seeded): every resampled mean is a mean of the prompts' own values, so the
+interval stays where the quantity can be: a change of p (``diff`` = (p − p0)/p0 · 100) never below −100 %, a
+hit rate within [0, 100] %. ``interval="t"`` gives the reference's Student-t interval (research/
+reference-spec.md §9.1), ``mean ± t_{(1+c)/2, n-1} · s / sqrt(n)`` with ``s`` the sample standard deviation
+(ddof 1), which is symmetric and can cross those bounds for skewed values. Either collapses to the mean when
+``n == 1`` or ``s == 0``. Depth percent puts window start 0 at 0 % and the
 **last window start** (``n_layers - window_size``) at 100 %, then interpolates every line linearly onto
 one common grid, so models of different depth share an axis.
 """
@@ -17,6 +21,15 @@ import pandas as pd
 from scipy import stats
 
 Metric = Literal["diff", "hit"]
+Interval = Literal["bootstrap", "t"]
+BOOTSTRAP_SAMPLES = 2000
+BOOTSTRAP_SEED = 0
+INTERVAL_NAMES = {"bootstrap": "percentile-bootstrap", "t": "Student-t"}
+
+
+def interval_caption(interval: Interval = "bootstrap", confidence: float = 0.95) -> str:
+    """How a band was computed, for captions: ``95 % percentile-bootstrap interval of the mean``."""
+    return f"{100 * confidence:g} % {INTERVAL_NAMES[interval]} interval of the mean over prompts"
 
 
 def metric_values(frame: pd.DataFrame, metric: Metric) -> pd.Series:
@@ -38,19 +51,44 @@ def t_half_width(n: np.ndarray, std: np.ndarray, confidence: float = 0.95) -> np
     return np.where(valid, half, 0.0)
 
 
+def bootstrap_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the mean of ``values``: the (1 ∓ c)/2 quantiles of the means of
+    ``BOOTSTRAP_SAMPLES`` resamples with replacement (seeded, so the same values give the same interval)."""
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]
+    if len(values) <= 1 or np.all(values == values[0]):
+        mean = float(values.mean()) if len(values) else float("nan")
+        return mean, mean
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    means = values[rng.integers(0, len(values), size=(BOOTSTRAP_SAMPLES, len(values)))].mean(axis=1)  # [B]
+    low, high = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return float(low), float(high)
+
+
 def aggregate(
-    frame: pd.DataFrame, by: Sequence[str] = (), metric: Metric = "diff", confidence: float = 0.95
+    frame: pd.DataFrame,
+    by: Sequence[str] = (),
+    metric: Metric = "diff",
+    confidence: float = 0.95,
+    interval: Interval = "bootstrap",
 ) -> pd.DataFrame:
-    """Mean and confidence interval of ``metric`` per ``by`` columns and window start.
+    """Mean and confidence interval (``interval``, see the module's docstring) of ``metric`` per ``by`` columns
+    and window start.
 
     Returns one row per group and window: the ``by`` columns, ``window_start``, then ``n`` (prompts),
     ``mean``, ``std`` (ddof 1), ``low`` and ``high`` (the interval), sorted by group and window.
     """
     keys = [*by, "window_start"]
     values = frame[keys].assign(value=metric_values(frame, metric))
-    out = values.groupby(keys, sort=True, dropna=False)["value"].agg(n="count", mean="mean", std="std").reset_index()
-    half = t_half_width(out["n"].to_numpy(), out["std"].to_numpy(), confidence)
-    return out.assign(low=out["mean"] - half, high=out["mean"] + half)
+    groups = values.groupby(keys, sort=True, dropna=False)["value"]
+    out = groups.agg(n="count", mean="mean", std="std").reset_index()
+    if interval == "t":
+        half = t_half_width(out["n"].to_numpy(), out["std"].to_numpy(), confidence)
+        return out.assign(low=out["mean"] - half, high=out["mean"] + half)
+    if interval != "bootstrap":
+        raise ValueError(f"interval must be 'bootstrap' or 't', not {interval!r}")
+    bounds = [bootstrap_interval(group.to_numpy(), confidence) for _, group in groups]  # same order as ``out``
+    return out.assign(low=[b[0] for b in bounds], high=[b[1] for b in bounds])
 
 
 def last_window_start(frame: pd.DataFrame) -> int:
@@ -75,6 +113,7 @@ def aggregate_by_depth(
     metric: Metric = "diff",
     confidence: float = 0.95,
     n_points: int | None = None,
+    interval: Interval = "bootstrap",
 ) -> pd.DataFrame:
     """``aggregate``, then each group's mean and interval interpolated linearly onto ``n_points`` depths in
     [0, 100] (default: the most windows of any group, ``max(last window start) + 1``, as the reference).
@@ -85,7 +124,7 @@ def aggregate_by_depth(
     """
     by = list(by)
     scale = [c for c in ("n_layers", "window_size") if c in frame.columns and c not in by]
-    agg = aggregate(frame, [*by, *scale], metric, confidence)
+    agg = aggregate(frame, [*by, *scale], metric, confidence, interval)
     groups = list(agg.groupby(by, sort=True, dropna=False)) if by else [((), agg)]
     for key, group in groups:
         if len(group[scale].drop_duplicates()) > 1:

@@ -62,3 +62,22 @@ def evaluate_summary(frame: pd.DataFrame) -> pd.DataFrame:
             "median_rank": [frame["rank"].median()],
         }
     )
+
+
+def attention_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per prompt of an attention run: its tokens (count and text), the layers exported and the matrices per layer
+    (the mean over features counted as one)."""
+    rows = []
+    for prompt_id, part in frame.groupby("prompt_id", sort=True):
+        tokens = list(part["tokens"].iloc[0])
+        layers = sorted(int(layer) for layer in part["layer"].unique())
+        rows.append(
+            {
+                "prompt": int(prompt_id),
+                "tokens": len(tokens),
+                "text": "".join(map(str, tokens)),
+                "layers": f"{layers[0]}–{layers[-1]} ({len(layers)})" if len(layers) > 1 else str(layers[0]),
+                "matrices per layer": int(part.groupby("layer")["feature"].nunique().max()),
+            }
+        )
+    return pd.DataFrame(rows)

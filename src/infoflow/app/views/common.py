@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pandas as pd
 import streamlit as st
@@ -14,6 +15,37 @@ from infoflow.models.load import LoadedModel
 from infoflow.store import ResultsStore
 
 OTHER = "other: local folder, .gguf file or hub id"
+
+
+def from_url(key: str, param: str, options: Sequence[Any], multiple: bool = False) -> None:
+    """Let the URL's query parameter ``param`` choose the value of the widget ``key`` among ``options``, when the
+    URL changed since this page last wrote it (a link, a bookmark, Back) or the widget has no state yet; call
+    before the widget is drawn, and
+    ``to_url`` after. Values in the URL are strings; an option matches by its ``str``."""
+    wanted = st.query_params.get_all(param) if multiple else st.query_params.get(param)
+    if not wanted or (key in st.session_state and wanted == st.session_state.get(f"{key}__url")):
+        return  # the URL holds what the widget wrote (a widget's state ends when another page is shown)
+    by_text = {str(o): o for o in options}
+    if multiple:
+        found = [by_text[w] for w in wanted if w in by_text]
+        if found:
+            st.session_state[key] = found
+    elif wanted in by_text:
+        st.session_state[key] = by_text[wanted]
+    st.session_state[f"{key}__url"] = wanted
+
+
+def to_url(key: str, param: str, value: Any) -> None:
+    """Write a widget's value into the URL's query parameter ``param`` (a list: the parameter repeated; None:
+    removed), so that the page's URL can be shared and bookmarked."""
+    if value is None or (isinstance(value, list) and not value):
+        st.query_params.pop(param, None)
+        st.session_state.pop(f"{key}__url", None)
+        return
+    text: str | list[str] = [str(v) for v in value] if isinstance(value, list) else str(value)
+    if st.query_params.get_all(param) != (text if isinstance(text, list) else [text]):
+        st.query_params[param] = text
+    st.session_state[f"{key}__url"] = text
 
 
 def model_picker(key: str, choices: tuple[str, ...] = BUILTIN_MODELS) -> str:
@@ -52,9 +84,14 @@ def chosen_run_rows(
     if runs.empty:
         st.info(f"No {kind.replace('_', '-')} runs in this store yet: start one on the Launch page.")
         return None
-    ids = dict(zip(runs["label"], runs["run_id"], strict=True))
-    chosen = st.multiselect(label, list(ids), default=default(runs), key=key)
-    frame = load_rows(store, [ids[c] for c in chosen])
+    labels = dict(zip(runs["run_id"], runs["label"], strict=True))
+    from_url(key, "run", list(labels), multiple=True)
+    if key not in st.session_state:
+        st.session_state[key] = [r for r, lab in labels.items() if lab in default(runs)]
+    st.session_state[key] = [r for r in st.session_state[key] if r in labels]  # runs deleted since
+    chosen = st.multiselect(label, list(labels), key=key, format_func=labels.get)
+    to_url(key, "run", list(chosen))
+    frame = load_rows(store, list(chosen))
     if frame.empty:
         st.warning("The chosen runs hold no rows yet.")
         return None

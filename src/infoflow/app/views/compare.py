@@ -11,6 +11,7 @@ from infoflow.app import compare
 from infoflow.app.figures import curves_figure
 from infoflow.app.store_access import open_store
 from infoflow.app.views.common import chosen_run_rows
+from infoflow.plots.aggregate import interval_caption
 
 
 def first_four(runs: pd.DataFrame) -> list[str]:
@@ -51,7 +52,7 @@ def render(store_path: Path) -> None:
         integer_x=x == "window",
     )  # fmt: skip
     st.plotly_chart(figure, key="compare_chart")
-    st.caption(f"{rows['prompt_id'].nunique()} prompts · bands: 95 % Student-t interval of the mean over prompts")
+    st.caption(f"{rows['prompt_id'].nunique()} prompts · bands: {interval_caption()}")
     st.download_button("Download CSV", points.to_csv(index=False).encode(), file_name="info-flow.csv",
                        mime="text/csv", key="compare_csv")  # fmt: skip
     if st.button("Make PNG", key="compare_png"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import streamlit as st
@@ -11,8 +12,10 @@ from infoflow.app.explorer import DEFAULT_PROMPT, ExplorerRequest, ExplorerResul
 from infoflow.app.figures import curves_figure, heatmap_figure
 from infoflow.app.heatmaps import panels
 from infoflow.app.views.common import load, model_picker, progress_bar
+from infoflow.data.spans import TokenType
 
 RESULT = "explorer_result"
+METRICS = {"diff": "change of p (%)", "hit": "hit rate (%)"}
 
 
 def render(store_path: Path) -> None:
@@ -46,10 +49,12 @@ def show(result: ExplorerResult) -> None:
         st.dataframe(result.top_k, hide_index=True)
     with right:
         st.subheader("Heatmap: knockout of last ← each token")
-        figure = heatmap_figure(panels(result.heatmap_rows, 0), x="window", limit=None)
+        subject = tuple(result.spans.positions(TokenType.SUBJECT))
+        marked = [replace(p, subject=subject, target=fact.target) for p in panels(result.heatmap_rows, 0)]
+        figure = heatmap_figure(marked, x="window", limit=None)
         st.plotly_chart(figure, key="explorer_heatmap")
     st.subheader("Info flow to the last token, per source")
-    metric = st.radio("Metric", ["diff", "hit"], horizontal=True, key="explorer_metric")
+    metric = st.radio("Metric", ["diff", "hit"], horizontal=True, key="explorer_metric", format_func=METRICS.get)
     points = curve_points(result.curve_rows, metric, "window")
     reference = 0.0 if metric == "diff" else 100.0
     figure = curves_figure(

@@ -26,7 +26,8 @@ def render(store_path: Path) -> None:
     layer = st.select_slider("Layer", sorted(table["layer"].unique()), key="features_layer")
     part = table[table["layer"] == layer]
     title = f"{loaded.name} · layer {layer}: decay norms Σ_n exp(−exp(A_log)) of {len(part)} features"
-    st.plotly_chart(histogram_figure(part, "decay_norm", "category", title, features.ORDER), key="features_hist")
+    figure = histogram_figure(part, "decay_norm", "category", title, features.COLORS, features.DECAY_NORM)
+    st.plotly_chart(figure, key="features_hist")
     with st.expander("Per-layer summary"):
         st.dataframe(features.layer_summary(table), hide_index=True)
 

@@ -8,7 +8,9 @@ from pathlib import Path
 import streamlit as st
 
 from infoflow.app import runs
+from infoflow.app.shell import page
 from infoflow.app.store_access import open_store
+from infoflow.app.views.common import from_url, to_url
 
 FLASH = "runs_flash"
 LIVE_SECONDS = 3  # the table refreshes this often while a run is being written
@@ -33,8 +35,11 @@ def render(store_path: Path) -> None:
         return
     st.fragment(runs_list, run_every=LIVE_SECONDS if runs.any_running(table) else None)(store_path)
     names = table.set_index("run_id")["name"]
+    from_url("runs_run", "run", table["run_id"].tolist())
     run_id = st.selectbox("Run", table["run_id"].tolist(), key="runs_run",
                           format_func=lambda r: f"{names[r]} · {r[:8]}")  # fmt: skip
+    to_url("runs_run", "run", run_id)
+    open_links(run_id, str(table.set_index("run_id")["kind"][run_id]))
     with open_store(store_path) as store:
         details = runs.manifest_details(store, run_id)
         errors = runs.run_errors(store, run_id)
@@ -60,6 +65,14 @@ def render(store_path: Path) -> None:
                 runs.delete_run(store, run_id)
             st.session_state[FLASH] = f"deleted run {run_id}"
             st.rerun()
+
+
+def open_links(run_id: str, kind: str) -> None:
+    """Links that open the run on the pages that show it (with the run in their URL)."""
+    pages = {"info_flow": ["Prompts", "Compare info flow"], "heatmap": ["Prompts", "Heatmaps"]}.get(kind, [])
+    pages += ["Hidden attention"] if kind == "attention" else []
+    for column, title in zip(st.columns(max(1, len(pages))), pages, strict=False):
+        column.page_link(page(title), label=f"Open in {title} →", query_params={"run": run_id})
 
 
 def labels(store_path: Path, run_id: str, details: dict) -> None:
