@@ -138,7 +138,7 @@ def test_sublayer_knockout_matches_a_hook_on_transformers_modules(name, tiny_fol
 
 def test_bad_patches_are_refused_with_the_fix(tiny_model_factory):
     model = tiny_model_factory("mamba")
-    with pytest.raises(ValueError, match="have no MLP; use the sites mixer or residual"):
+    with pytest.raises(ValueError, match="have no MLP; leave out the site mlp"):
         check_sites(model, [Site.MLP])
     with pytest.raises(ValueError, match="layers \\[9\\] do not exist"):
         ReferencePatchEngine(model).probabilities(PatchRequest(prompt(), 5, [Patch.knockout("mixer", (9,), (1,))]))
@@ -163,3 +163,46 @@ def test_embedding_std_is_the_std_of_the_embedded_tokens(tiny_model):
     with torch.no_grad():
         expected = tiny_model.embed(torch.tensor([[3], [5], [7]])).float().std().item()
     assert embedding_std(tiny_model, ids) == pytest.approx(expected)
+
+
+def test_out_of_memory_halves_the_patch_batch_and_loses_nothing(tiny_model_factory, monkeypatch):
+    model = tiny_model_factory("llama")
+    engine = FastPatchEngine(model, max_batch=8)
+    real_run_rows, passes = FastPatchEngine.run_rows, []
+
+    def run_rows(self, base, clean, start, site, rows):
+        passes.append(len(rows))
+        if len(rows) > 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_run_rows(self, base, clean, start, site, rows)
+
+    monkeypatch.setattr(FastPatchEngine, "run_rows", run_rows)
+    noised = request(model)
+    with pytest.warns(UserWarning, match="patch batch size lowered to"):
+        fast = engine.probabilities(noised)
+    assert (fast - ReferencePatchEngine(model).probabilities(noised)).abs().max().item() <= TOLERANCE
+    assert max(passes) == 8 and engine.max_batch == 2
+
+
+def test_recorded_updates_add_up_to_the_layer_output_and_project_like_the_model(tiny_model):
+    """Every family: out = h + u (+ m) at every layer whose updates live in the stream, and the logit lens of
+    the last layer's output is the model's own output (what vocabulary projection reads)."""
+    from infoflow.experiments.vocab_projection import projected_logits
+    from infoflow.interventions.patching import record_sites
+
+    ids = prompt()
+    with torch.no_grad():
+        recorded = record_sites(tiny_model, tiny_model.embed(ids[None]))
+        logits = tiny_model(ids[None])[0]
+    stream, sites = recorded.stream, recorded.sites
+    checked = 0
+    for layer in range(tiny_model.n_layers):
+        update = sites[Site.MIXER][layer] + sites[Site.MLP].get(layer, 0)
+        assert torch.equal(sites[Site.RESIDUAL][layer], stream[layer + 1])
+        if update.shape == stream[layer].shape and tiny_model.family != "zamba2":
+            assert (stream[layer] + update - stream[layer + 1]).abs().max().item() <= 1e-5
+            checked += 1
+    assert checked or tiny_model.family == "zamba2"
+    projected = projected_logits(tiny_model, ids, [SEQ_LEN - 1, 2])
+    assert (projected[(Site.RESIDUAL, tiny_model.n_layers - 1)][0] - logits[-1]).abs().max().item() <= 1e-5
+    assert (projected[(Site.RESIDUAL, 0)][1] - tiny_model.unembed(stream[1][0, 2])).abs().max().item() <= 1e-5

@@ -151,19 +151,35 @@ def mix_rows(
     return copies.unflatten(0, (n_variants, n_rows))[:, torch.arange(n_rows), torch.arange(n_rows)]
 
 
+# (layer, mixer, prefix, tail, rows) -> the mixed features [A, T - start, F, P] of the tail rows in that layer
+TailMixing = Callable[[int, TokenMixer, Any, Any, TailRows], torch.Tensor]
+
+
+def clean_tail_mixing(
+    mixer: TokenMixer, prefix: Any, tail: Any, start: int, seq_len: int, rows: TailRows
+) -> torch.Tensor:
+    """[A, T - start, F, P]: the tail rows mixed with nothing blocked, by the mixer's own algorithm (a decode
+    step when only the last position is new, else ``mix`` over the joined positions)."""
+    if start == seq_len - 1:
+        nothing = torch.zeros(len(rows), seq_len, dtype=torch.bool, device=rows.prompt.device)
+        return mixer.mix_last_row(prefix, tail, nothing, rows)[:, None]
+    return mixer.mix(join_positions(prefix, tail, start, rows))[:, start:]
+
+
 def run_tail_rows(
     model: CausalLM,
     clean: CleanRun,
     start: int,
     prompts: Sequence[int],
     first_layers: Sequence[int],
-    layer_rows: Callable[[int, int], LayerRows],
+    mixing: TailMixing,
     intervention: Callable[[int, int], LayerIntervention | None] | None = None,
 ) -> torch.Tensor:
     """Next-token probabilities [A, V] of A tail rows, variants of the runs ``prompts`` [A] (indices into
     ``clean``) that recompute positions ``start..T-1``; ``first_layers`` [A] sorted: row a joins the batch at
-    layer ``first_layers[a]`` with its run's stream there. In each layer the first n rows mix as
-    ``layer_rows(layer, n)`` says, and their step's site values pass through ``intervention(layer, n)``."""
+    layer ``first_layers[a]`` with its run's stream there. In each layer the n rows present mix as
+    ``mixing(layer, mixer, prefix, tail, rows)`` says, and their step's site values pass through
+    ``intervention(layer, n)``."""
     device = model.lm_head.weight.device
     present = sorted(set(prompts))
     local = {prompt: index for index, prompt in enumerate(present)}
@@ -182,7 +198,7 @@ def run_tail_rows(
             prefix = batch_rows(prefix, present_index)
         active = rows.head(joined)
         tail = block.tail_inputs(hidden, prefix, start, active)
-        mixed = tail_mixing(block.mixer, prefix, tail, layer_rows(layer, joined), start, active)
+        mixed = mixing(layer, block.mixer, prefix, tail, active)
         patch = None if intervention is None else intervention(layer, joined)
         hidden = block.finish(hidden, mixed.to(clean.mixed_dtypes[layer]), tail, patch)
     return last_token_probabilities(model.unembed(hidden[:, -1:]))
@@ -335,15 +351,14 @@ class FastEngine(Engine):
     def run_tails(self, group: TailGroup, tails: Sequence[Tail]) -> torch.Tensor:
         """Next-token probabilities [len(tails), V] of knockouts of ``group``; ``tails`` sorted by first layer.
         Each joins the batch at its first layer with its prompt's clean stream there."""
-        plan = TailPlan.of(self, group.blocked, tails)
-        return run_tail_rows(
-            self.model,
-            group.clean,
-            group.start,
-            [tail.prompt for tail in tails],
-            [tail.first_layer for tail in tails],
-            lambda layer, n_rows: plan.layer_rows(layer, n_rows, group.mode, group.strict),
-        )
+        plan, start = TailPlan.of(self, group.blocked, tails), group.start
+
+        def mixing(layer: int, mixer: TokenMixer, prefix: Any, tail: Any, rows: TailRows) -> torch.Tensor:
+            layer_rows = plan.layer_rows(layer, len(rows), group.mode, group.strict)
+            return tail_mixing(mixer, prefix, tail, layer_rows, start, rows)
+
+        prompts, first_layers = [tail.prompt for tail in tails], [tail.first_layer for tail in tails]
+        return run_tail_rows(self.model, group.clean, start, prompts, first_layers, mixing)
 
     def exempt_mask(self, layer: int, selection: FeatureSelection) -> torch.Tensor | None:
         key = (layer, selection)

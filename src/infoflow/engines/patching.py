@@ -10,18 +10,21 @@ a first position and a site batched together.
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from infoflow.engines.base import TargetScores, last_token_probabilities, target_scores
-from infoflow.engines.fast import DEFAULT_BATCH, CleanRun, LayerRows, run_tail_rows
+from infoflow.engines.fast import DEFAULT_BATCH, CleanRun, clean_tail_mixing, run_tail_rows
 from infoflow.interventions.patching import Patch, RecordedRun, SitePatch, check_patch, layer_patches, record_sites
-from infoflow.models.base import CausalLM
-from infoflow.models.modes import KnockoutMode, Site
+from infoflow.models.base import CausalLM, TokenMixer
+from infoflow.models.modes import Site
+from infoflow.models.tails import TailRows
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,8 @@ class PatchRow:
 
 class FastPatchEngine(PatchEngine):
     """Runs the base runs once; each patch recomputes layers >= its first at positions >= its first, in tail
-    passes of up to ``max_batch`` rows."""
+    passes of up to ``max_batch`` rows (default ``DEFAULT_BATCH``; a CUDA out-of-memory error halves it and
+    retries the pass)."""
 
     name = "fast"
 
@@ -151,9 +155,19 @@ class FastPatchEngine(PatchEngine):
             yield samples, indices, base.probabilities[samples.to(self.device)]
         for (start, site), rows in groups.items():
             rows.sort(key=lambda row: (row.first_layer, row.sample))
-            for first in range(0, len(rows), self.max_batch):
-                chunk = rows[first : first + self.max_batch]
-                probabilities = self.run_rows(base, clean, start, site, chunk)
+            done = 0
+            while done < len(rows):
+                chunk = rows[done : done + self.max_batch]
+                try:
+                    probabilities = self.run_rows(base, clean, start, site, chunk)
+                except torch.cuda.OutOfMemoryError:
+                    if self.max_batch == 1:
+                        raise
+                    self.max_batch = max(1, self.max_batch // 2)  # and for the passes that follow
+                    torch.cuda.empty_cache()
+                    warnings.warn(f"CUDA out of memory: patch batch size lowered to {self.max_batch}", stacklevel=2)
+                    continue
+                done += len(chunk)
                 yield torch.tensor([r.sample for r in chunk]), torch.tensor([r.index for r in chunk]), probabilities
 
     def run_rows(
@@ -169,11 +183,10 @@ class FastPatchEngine(PatchEngine):
             at[a, [position - start for position in row.patch.positions]] = True
         in_layer, at = in_layer.to(device), at.to(device)
         restore = torch.tensor([row.patch.restore for row in rows], device=device)  # [A]
-        no_edges = torch.zeros(len(rows), seq_len, seq_len, dtype=torch.bool, device=device)
         values = {} if clean is None else clean.sites[site]  # layer -> [1, T, D]
 
-        def layer_rows(layer: int, n_rows: int) -> LayerRows:
-            return LayerRows(no_edges[:n_rows], None, KnockoutMode.ZERO_ATTENTION, False)
+        def mixing(layer: int, mixer: TokenMixer, prefix: Any, tail: Any, active: TailRows) -> torch.Tensor:
+            return clean_tail_mixing(mixer, prefix, tail, start, seq_len, active)
 
         def intervention(layer: int, n_rows: int) -> SitePatch | None:
             mask = in_layer[layer, :n_rows, None] & at[:n_rows]  # [n, T - start]
@@ -183,7 +196,7 @@ class FastPatchEngine(PatchEngine):
             return SitePatch(site, mask, torch.where(restore[:n_rows, None, None], clean_values, 0))
 
         samples, first_layers = [row.sample for row in rows], [row.first_layer for row in rows]
-        return run_tail_rows(model, base, start, samples, first_layers, layer_rows, intervention)
+        return run_tail_rows(model, base, start, samples, first_layers, mixing, intervention)
 
 
 PATCH_ENGINES = ("fast", "reference")

@@ -11,17 +11,26 @@ is what lets the fast engine reuse the unpatched run's prefix.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
 
+from infoflow.interventions.sites import check_sites, parse_site
 from infoflow.models.base import CausalLM, LayerIntervention
 from infoflow.models.modes import Site
 
-__all__ = ["Corruption", "Patch", "Site", "SitePatch", "SiteRecorder", "check_patch", "layer_patches", "parse_site"]
-
-NOISE_MULTIPLIER = 3.0  # Meng et al.: noise of 3 times the standard deviation of the embeddings
+__all__ = [
+    "Corruption",
+    "Patch",
+    "Site",
+    "SitePatch",
+    "SiteRecorder",
+    "check_patch",
+    "check_sites",
+    "layer_patches",
+    "parse_site",
+]
 
 
 @dataclass(frozen=True)
@@ -56,14 +65,6 @@ class Patch:
         return bool(self.layers and self.positions)
 
 
-def parse_site(site: Site | str) -> Site:
-    """``site`` as a :class:`Site`; a ``ValueError`` naming the sites for anything else."""
-    try:
-        return Site(site)
-    except ValueError:
-        raise ValueError(f"unknown site {site!r}; choose {', '.join(s.value for s in Site)}") from None
-
-
 def check_patch(model: CausalLM, patch: Patch, seq_len: int) -> None:
     """A ``ValueError`` for layers the model lacks and positions outside a prompt of ``seq_len`` tokens."""
     bad_layers = [layer for layer in patch.layers if layer >= model.n_layers]
@@ -72,12 +73,6 @@ def check_patch(model: CausalLM, patch: Patch, seq_len: int) -> None:
     bad_positions = [position for position in patch.positions if position >= seq_len]
     if bad_positions:
         raise ValueError(f"positions {bad_positions} lie outside a prompt of {seq_len} tokens")
-
-
-def check_sites(model: CausalLM, sites: Iterable[Site]) -> None:
-    """A ``ValueError`` for the MLP site on a model none of whose layers has an MLP (Mamba)."""
-    if Site.MLP in set(sites) and not any(model.block(layer).mlp is not None for layer in range(model.n_layers)):
-        raise ValueError(f"this {model.family} model's layers have no MLP; use the sites mixer or residual")
 
 
 @dataclass(frozen=True)
@@ -168,10 +163,26 @@ class Corruption:
         return noise
 
 
-def embedding_std(model: CausalLM, token_ids: Sequence[int]) -> float:
-    """The standard deviation of the embedding entries of ``token_ids`` (each embedded alone, at position 0),
-    the scale of causal tracing's noise (Meng et al.: over the subjects' tokens)."""
+def embedding_width(model: CausalLM) -> int:
+    """D, the width of the model's embeddings (of its residual stream)."""
     device = model.lm_head.weight.device
     with torch.no_grad():
-        embedded = model.embed(torch.tensor(sorted(set(token_ids)), device=device).view(-1, 1))  # [N, 1, D]
-    return float(embedded.float().std())
+        return model.embed(torch.zeros(1, 1, dtype=torch.long, device=device)).shape[-1]
+
+
+def embedding_std(model: CausalLM, token_ids: Iterable[int], chunk: int = 4096) -> float:
+    """The standard deviation of the embedding entries of ``token_ids`` (each embedded alone, at position 0),
+    the scale of causal tracing's noise (Meng et al.: over the subjects' tokens); ``chunk`` tokens at a time."""
+    device = model.lm_head.weight.device
+    ids = torch.tensor(sorted(set(token_ids)), dtype=torch.long)
+    count, total, squares = 0, 0.0, 0.0
+    with torch.no_grad():
+        for part in ids.split(chunk):
+            embedded = model.embed(part.to(device).view(-1, 1)).double()  # [N, 1, D]
+            count, total, squares = (
+                count + embedded.numel(),
+                total + embedded.sum().item(),
+                squares + embedded.square().sum().item(),
+            )
+    variance = (squares - total * total / count) / (count - 1)  # ddof 1, as torch.std
+    return max(variance, 0.0) ** 0.5
