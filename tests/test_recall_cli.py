@@ -54,6 +54,11 @@ def test_recall_commands_store_resume_and_plot(dataset: Path, tmp_path: Path) ->
     names = sorted(p.name for p in folder.glob("*.png"))
     assert len(names) == 1 + (1 + 2) + 1  # sublayer curves; tracing mean and per prompt; projection rates
     assert any(name.startswith("causal-tracing-") and name.endswith("-mean.png") for name in names)
+    invoke("report", "--store", store, "-o", tmp_path / "report.html")
+    page = (tmp_path / "report.html").read_text()
+    assert all(
+        f"<h3>{title}</h3>" in page for title in ("Sublayer knockout", "Causal tracing", "Vocabulary projection")
+    )
 
 
 def test_recall_commands_refuse_what_the_model_lacks(dataset: Path, tmp_path: Path) -> None:
