@@ -18,9 +18,10 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from infoflow.experiments.experiment import Block, Experiment, FigureBlock, FigureOptions, Heading
+from infoflow.experiments.experiment import Block, Experiment, FigureOptions
 from infoflow.experiments.prompt_parts import role
 from infoflow.experiments.runner import ChunkJob, ModelContext, Rows, RunContext, run_each, with_ids
+from infoflow.experiments.sections import figure_section
 from infoflow.interventions.sites import check_sites, parse_site
 from infoflow.models.modes import Site
 from infoflow.store.schema import key, value
@@ -182,10 +183,7 @@ def figures(frame: pd.DataFrame, options: FigureOptions) -> Iterator[tuple[str, 
 
 
 def report(frame: pd.DataFrame, options: FigureOptions) -> list[Block]:
-    blocks: list[Block] = [Heading("Causal tracing")]
-    for name, figure in figures(frame, options):
-        blocks.append(FigureBlock(figure, f"p(target) with one site's clean value restored ({name})"))
-    return blocks
+    return figure_section("Causal tracing", "p(target) with one site's clean value restored", figures(frame, options))
 
 
 EXPERIMENT = Experiment(

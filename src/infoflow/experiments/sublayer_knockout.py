@@ -9,8 +9,9 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from infoflow.data.spans import TokenType
-from infoflow.experiments.experiment import Block, Experiment, FigureBlock, FigureOptions, Heading
+from infoflow.experiments.experiment import Block, Experiment, FigureOptions
 from infoflow.experiments.runner import ChunkJob, ModelContext, Rows, RunContext, run_each, with_ids
+from infoflow.experiments.sections import figure_section
 from infoflow.interventions.knockout import window, window_starts
 from infoflow.interventions.sites import check_sites, parse_site
 from infoflow.models.modes import Site
@@ -120,11 +121,11 @@ def figures(frame: pd.DataFrame, options: FigureOptions) -> Iterator[tuple[str, 
 
 
 def report(frame: pd.DataFrame, options: FigureOptions) -> list[Block]:
-    blocks: list[Block] = [Heading("Sublayer knockout")]
-    for name, figure in figures(frame, options):
-        caption = f"Change of p(target) (%) with the update zeroed, 95 % Student-t band ({name})"
-        blocks.append(FigureBlock(figure, caption))
-    return blocks
+    return figure_section(
+        "Sublayer knockout",
+        "Change of p(target) (%) with the update zeroed, 95 % Student-t band",
+        figures(frame, options),
+    )
 
 
 EXPERIMENT = Experiment(

@@ -19,8 +19,9 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from infoflow.data.prompts import as_continuation
-from infoflow.experiments.experiment import Block, Experiment, FigureBlock, FigureOptions, Heading
+from infoflow.experiments.experiment import Block, Experiment, FigureOptions
 from infoflow.experiments.runner import ChunkJob, ModelContext, Rows, RunContext, run_each, with_ids
+from infoflow.experiments.sections import figure_section
 from infoflow.interventions.sites import check_sites, parse_site
 from infoflow.models.modes import Site
 from infoflow.store.schema import key, value
@@ -154,10 +155,9 @@ def figures(frame: pd.DataFrame, options: FigureOptions) -> Iterator[tuple[str, 
 
 
 def report(frame: pd.DataFrame, options: FigureOptions) -> list[Block]:
-    blocks: list[Block] = [Heading("Vocabulary projection")]
-    for name, figure in figures(frame, options):
-        blocks.append(FigureBlock(figure, f"Attribute rate and extraction rate per layer ({name})"))
-    return blocks
+    return figure_section(
+        "Vocabulary projection", "Attribute rate and extraction rate per layer", figures(frame, options)
+    )
 
 
 EXPERIMENT = Experiment(
