@@ -28,6 +28,7 @@ def run_of(store: Path, kind: str) -> str:
     return str(run_id)
 
 
+@pytest.mark.slow
 def test_recall_commands_store_resume_and_plot(dataset: Path, tmp_path: Path) -> None:
     store, folder = tmp_path / "r.duckdb", tmp_path / "figures"
     common = ["-m", MODEL, "-d", dataset, "--store", store, "--filter", "ids(2, 3)", "-q"]

@@ -98,6 +98,7 @@ def test_sublayer_knockout_refuses_what_the_model_lacks(mamba: LoadedModel, stor
 # --- causal tracing ---
 
 
+@pytest.mark.slow
 def test_causal_tracing_grid_and_what_restorations_must_give(mamba: LoadedModel, store: ResultsStore, prompts):
     """Restoring the last layer's output at the last position gives the clean p0; restoring anything before the
     subject gives the corrupted p; fast and reference engines agree."""
