@@ -77,7 +77,8 @@ def table_names(path: Path) -> set[str]:
 def test_a_new_store_has_a_row_table_per_experiment(tmp_path: Path) -> None:
     path = tmp_path / "new.duckdb"
     ResultsStore.open(path).close()
-    assert set(registry.EXPERIMENTS) == {"evaluate", "info_flow", "heatmap", "attention"}
+    recall = {"sublayer_knockout", "causal_tracing", "vocab_projection"}
+    assert set(registry.EXPERIMENTS) == {"evaluate", "info_flow", "heatmap", "attention", *recall}
     assert table_names(path) == {*registry.EXPERIMENTS, "errors", "completed", "runs", "infoflow_meta"}
     for kind, experiment in registry.EXPERIMENTS.items():
         assert experiment.table.name == kind

@@ -19,10 +19,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from infoflow.data import FactPrompt, TokenSpans, TokenType, find_spans, load_dataset
     from infoflow.engines.fast import FastEngine
+    from infoflow.engines.patching import FastPatchEngine, PatchRequest, ReferencePatchEngine
     from infoflow.engines.reference import ReferenceEngine
     from infoflow.interventions.knockout import FeatureCategory, FeatureSelection, Knockout, KnockoutMode, window
     from infoflow.interventions.mixers import Mixers
+    from infoflow.interventions.patching import Corruption, Patch
     from infoflow.models import CausalLM, LoadedModel, list_models, load_model
+    from infoflow.models.modes import Site
     from infoflow.store import ResultsStore
 
 _HOMES = {
@@ -32,6 +35,12 @@ _HOMES = {
     "find_spans": "infoflow.data",
     "load_dataset": "infoflow.data",
     "FastEngine": "infoflow.engines.fast",
+    "FastPatchEngine": "infoflow.engines.patching",
+    "PatchRequest": "infoflow.engines.patching",
+    "ReferencePatchEngine": "infoflow.engines.patching",
+    "Corruption": "infoflow.interventions.patching",
+    "Patch": "infoflow.interventions.patching",
+    "Site": "infoflow.models.modes",
     "ReferenceEngine": "infoflow.engines.reference",
     "FeatureCategory": "infoflow.interventions.knockout",
     "FeatureSelection": "infoflow.interventions.knockout",
@@ -47,16 +56,22 @@ _HOMES = {
 }
 __all__ = [
     "CausalLM",
+    "Corruption",
     "FactPrompt",
     "FastEngine",
+    "FastPatchEngine",
     "FeatureCategory",
     "FeatureSelection",
     "Knockout",
     "KnockoutMode",
     "LoadedModel",
     "Mixers",
+    "Patch",
+    "PatchRequest",
     "ReferenceEngine",
+    "ReferencePatchEngine",
     "ResultsStore",
+    "Site",
     "TokenSpans",
     "TokenType",
     "find_spans",

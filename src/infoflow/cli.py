@@ -26,6 +26,7 @@ from infoflow.data.spans import TokenType
 from infoflow.experiments.request import DEFAULT_MODEL, EngineName, Precision, RunRequest, check_device
 from infoflow.experiments.threads import THREADS_VARIABLE, resolve_threads
 from infoflow.interventions.knockout import FeatureCategory, KnockoutMode, default_window_size
+from infoflow.models.modes import Site
 
 if TYPE_CHECKING:
     from infoflow.experiments.request import OpenRun
@@ -484,6 +485,90 @@ def run_spec_command(
         out.print(f"figures and tables: infoflow report {ids}{f' --store {store}' if store else ''}")
 
     run_command(body)
+
+
+Sites = Annotated[list[Site] | None, typer.Option("--site", help="Site(s): residual, mixer, mlp \\[default: all].")]
+
+
+def sites_of(model: Any, chosen: list[Site] | None, allowed: tuple[Site, ...]) -> tuple[Site, ...]:
+    """The sites asked for, or every allowed site the model has (no MLP on Mamba)."""
+    if chosen:
+        return tuple(chosen)
+    has_mlp = any(model.block(layer).mlp is not None for layer in range(model.n_layers))
+    return tuple(site for site in allowed if site is not Site.MLP or has_mlp)
+
+
+def run_recall(
+    run: OpenRun, label: str, params: Any, check: Callable[[Any, Any], Any], experiment: Callable[..., str]
+) -> None:
+    """``check(params, model)`` before any work, choose the prompts, run ``experiment`` on them."""
+    check(params, run.loaded.model)
+    context, chosen = run.choose()
+    run_id = experiment(context, chosen, params)
+    print_done(label, run_id, context)
+    out.print(f"figure: infoflow plot {run_id}")
+
+
+@app.command(name="sublayer-knockout")
+@run_options(filter="correct")
+def sublayer_knockout_command(
+    request: RunRequest,
+    sites: Sites = None,
+    targets: Annotated[list[TokenType], typer.Option("--target", help="Target token type(s).")] = [TokenType.LAST],  # noqa: B006
+    window_sizes: Annotated[
+        list[int] | None, typer.Option("--window-size", "-w", help="Window size(s) \\[default: 9, or half the depth].")
+    ] = None,
+) -> None:
+    """Zero the mixer's or the MLP's update at the target in every window of layers (Geva et al. 2023, §5)."""
+    from infoflow.experiments.sublayer_knockout import SUBLAYERS, SublayerKnockoutParams, prepare, sublayer_knockout
+
+    with opened(request) as run:
+        model = run.loaded.model
+        params = SublayerKnockoutParams(
+            sites=sites_of(model, sites, SUBLAYERS),
+            targets=tuple(targets),
+            window_sizes=tuple(window_sizes or [default_window_size(model.n_layers)]),
+        )
+        run_recall(run, "sublayer-knockout", params, prepare, sublayer_knockout)
+
+
+@app.command(name="causal-tracing")
+@run_options(filter="correct", limit=20)
+def causal_tracing_command(
+    request: RunRequest,
+    sites: Sites = None,
+    window_size: Annotated[int, typer.Option("--window-size", "-w", min=1, help="Layers restored around each.")] = 1,
+    samples: Annotated[int, typer.Option(min=1, help="Noise samples per prompt.")] = 10,
+    noise: Annotated[float, typer.Option(help="Noise std in units of the subject embeddings' std.")] = 3.0,
+) -> None:
+    """Noise the subject, restore one site's clean value per (layer, position): the recovered probability."""
+    from infoflow.experiments.causal_tracing import CausalTracingParams, causal_tracing
+
+    with opened(request) as run:
+        model = run.loaded.model
+        all_sites = (Site.RESIDUAL, Site.MIXER, Site.MLP)
+        params = CausalTracingParams(sites_of(model, sites, all_sites), window_size, samples, noise, request.seed)
+        run_recall(run, "causal-tracing", params, CausalTracingParams.check_model, causal_tracing)
+
+
+@app.command(name="vocab-projection")
+@run_options(
+    fixed={"engine": EngineName.REFERENCE, "batch_size": None, "ray": None, "ray_workers": None},
+    filter="correct",
+    limit=20,
+)
+def vocab_projection_command(
+    request: RunRequest,
+    sites: Sites = None,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Top tokens kept per row.")] = 10,
+) -> None:
+    """The logit lens: the residual stream and each update at the subject's last and the last position."""
+    from infoflow.experiments.vocab_projection import VocabProjectionParams, prepare, vocab_projection
+
+    with opened(request) as run:
+        model = run.loaded.model
+        params = VocabProjectionParams(sites_of(model, sites, (Site.RESIDUAL, Site.MIXER, Site.MLP)), top_k)
+        run_recall(run, "vocab-projection", params, prepare, vocab_projection)
 
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON (for scripts) instead of a table.")]

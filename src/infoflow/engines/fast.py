@@ -18,7 +18,7 @@ from __future__ import annotations
 import bisect
 import warnings
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,7 @@ import torch
 from infoflow.engines.base import Engine, TargetScores, last_token_probabilities, target_scores
 from infoflow.interventions.knockout import FeatureSelection, Knockout, KnockoutMode
 from infoflow.interventions.layer_knockout import check_knockout, exempt_features
-from infoflow.models.base import CausalLM, TokenMixer
+from infoflow.models.base import CausalLM, LayerIntervention, TokenMixer
 from infoflow.models.tails import TailRows, batch_rows, join_positions, repeat_batch
 from infoflow.models.transfer import to_device_async, to_host_async
 
@@ -47,7 +47,11 @@ class CleanRun:
     @classmethod
     def of(cls, model: CausalLM, prompts: torch.Tensor) -> CleanRun:
         model.check_length(prompts.shape[1])
-        hidden = model.embed(prompts)
+        return cls.from_embeddings(model, model.embed(prompts))
+
+    @classmethod
+    def from_embeddings(cls, model: CausalLM, hidden: torch.Tensor) -> CleanRun:
+        """The run of P sequences from their embeddings [P, T, D] (e.g. corrupted ones)."""
         stream, prepared, mixed_dtypes = [hidden], [], []
         for layer in range(model.n_layers):
             block = model.block(layer)
@@ -57,7 +61,7 @@ class CleanRun:
             stream.append(hidden)
             prepared.append(inputs)
             mixed_dtypes.append(mixed.dtype)
-        logits = model.lm_head(model.final_norm(hidden[:, -1:]))
+        logits = model.unembed(hidden[:, -1:])
         return cls(stream, prepared, mixed_dtypes, probabilities=last_token_probabilities(logits))
 
     @property
@@ -145,6 +149,59 @@ def mix_rows(
     one_row[:, torch.arange(n_rows), positions] = blocked[:, positions]  # copy i blocks row positions[i] only
     copies = mixer.terms(repeat_batch(joined, n_rows), one_row.flatten(0, 1), mode, strict, positions).mixed()
     return copies.unflatten(0, (n_variants, n_rows))[:, torch.arange(n_rows), torch.arange(n_rows)]
+
+
+# (layer, mixer, prefix, tail, rows) -> the mixed features [A, T - start, F, P] of the tail rows in that layer
+TailMixing = Callable[[int, TokenMixer, Any, Any, TailRows], torch.Tensor]
+
+
+def clean_tail_mixing(
+    mixer: TokenMixer, prefix: Any, tail: Any, start: int, seq_len: int, rows: TailRows
+) -> torch.Tensor:
+    """[A, T - start, F, P]: the tail rows mixed with nothing blocked, by the mixer's own algorithm (a decode
+    step when only the last position is new, else ``mix`` over the joined positions)."""
+    if start == seq_len - 1:
+        nothing = torch.zeros(len(rows), seq_len, dtype=torch.bool, device=rows.prompt.device)
+        return mixer.mix_last_row(prefix, tail, nothing, rows)[:, None]
+    return mixer.mix(join_positions(prefix, tail, start, rows))[:, start:]
+
+
+def run_tail_rows(
+    model: CausalLM,
+    clean: CleanRun,
+    start: int,
+    prompts: Sequence[int],
+    first_layers: Sequence[int],
+    mixing: TailMixing,
+    intervention: Callable[[int, int], LayerIntervention | None] | None = None,
+) -> torch.Tensor:
+    """Next-token probabilities [A, V] of A tail rows, variants of the runs ``prompts`` [A] (indices into
+    ``clean``) that recompute positions ``start..T-1``; ``first_layers`` [A] sorted: row a joins the batch at
+    layer ``first_layers[a]`` with its run's stream there. In each layer the n rows present mix as
+    ``mixing(layer, mixer, prefix, tail, rows)`` says, and their step's site values pass through
+    ``intervention(layer, n)``."""
+    device = model.lm_head.weight.device
+    present = sorted(set(prompts))
+    local = {prompt: index for index, prompt in enumerate(present)}
+    rows = TailRows.of([local[prompt] for prompt in prompts], len(present), device)
+    present_index = to_device_async(torch.tensor(present), device) if len(present) < clean.n_prompts else None
+    run_rows = rows.prompt if present_index is None else present_index[rows.prompt]  # [A] rows of the clean run
+    hidden = clean.stream[0][:0, start:]  # [A, T - start, D], A grows as rows join
+    joined = 0
+    for layer in range(first_layers[0], model.n_layers):
+        joining = bisect.bisect_right(first_layers, layer) - joined
+        hidden = torch.cat([hidden, clean.stream[layer][run_rows[joined : joined + joining], start:]])
+        joined += joining
+        block = model.block(layer)
+        prefix = clean.prepared[layer]
+        if present_index is not None:
+            prefix = batch_rows(prefix, present_index)
+        active = rows.head(joined)
+        tail = block.tail_inputs(hidden, prefix, start, active)
+        mixed = mixing(layer, block.mixer, prefix, tail, active)
+        patch = None if intervention is None else intervention(layer, joined)
+        hidden = block.finish(hidden, mixed.to(clean.mixed_dtypes[layer]), tail, patch)
+    return last_token_probabilities(model.unembed(hidden[:, -1:]))
 
 
 class FastEngine(Engine):
@@ -294,31 +351,14 @@ class FastEngine(Engine):
     def run_tails(self, group: TailGroup, tails: Sequence[Tail]) -> torch.Tensor:
         """Next-token probabilities [len(tails), V] of knockouts of ``group``; ``tails`` sorted by first layer.
         Each joins the batch at its first layer with its prompt's clean stream there."""
-        clean, start = group.clean, group.start
-        present = sorted({tail.prompt for tail in tails})
-        local = {prompt: index for index, prompt in enumerate(present)}
-        rows = TailRows.of([local[tail.prompt] for tail in tails], len(present), self.device)
-        present_index = to_device_async(torch.tensor(present), self.device) if len(present) < clean.n_prompts else None
-        prompts = rows.prompt if present_index is None else present_index[rows.prompt]  # [A] rows of the clean run
-        plan = TailPlan.of(self, group.blocked, tails)
-        first_layers = [tail.first_layer for tail in tails]
-        hidden = clean.stream[0][:0, start:]  # [A, T - start, D], A grows as knockouts join
-        joined = 0
-        for layer in range(first_layers[0], self.model.n_layers):
-            joining = bisect.bisect_right(first_layers, layer) - joined
-            hidden = torch.cat([hidden, clean.stream[layer][prompts[joined : joined + joining], start:]])
-            joined += joining
-            block = self.model.block(layer)
-            prefix = clean.prepared[layer]
-            if present_index is not None:
-                prefix = batch_rows(prefix, present_index)
-            active = rows.head(joined)
-            tail = block.tail_inputs(hidden, prefix, start, active)
-            layer_rows = plan.layer_rows(layer, joined, group.mode, group.strict)
-            mixed = tail_mixing(block.mixer, prefix, tail, layer_rows, start, active)
-            hidden = block.finish(hidden, mixed.to(clean.mixed_dtypes[layer]), tail)
-        logits = self.model.lm_head(self.model.final_norm(hidden[:, -1:]))
-        return last_token_probabilities(logits)
+        plan, start = TailPlan.of(self, group.blocked, tails), group.start
+
+        def mixing(layer: int, mixer: TokenMixer, prefix: Any, tail: Any, rows: TailRows) -> torch.Tensor:
+            layer_rows = plan.layer_rows(layer, len(rows), group.mode, group.strict)
+            return tail_mixing(mixer, prefix, tail, layer_rows, start, rows)
+
+        prompts, first_layers = [tail.prompt for tail in tails], [tail.first_layer for tail in tails]
+        return run_tail_rows(self.model, group.clean, start, prompts, first_layers, mixing)
 
     def exempt_mask(self, layer: int, selection: FeatureSelection) -> torch.Tensor | None:
         key = (layer, selection)

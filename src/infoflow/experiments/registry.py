@@ -10,11 +10,28 @@ from __future__ import annotations
 
 from typing import Any
 
-from infoflow.experiments import attention, evaluate, heatmap, info_flow
+from infoflow.experiments import (
+    attention,
+    causal_tracing,
+    evaluate,
+    heatmap,
+    info_flow,
+    sublayer_knockout,
+    vocab_projection,
+)
 from infoflow.experiments.experiment import Experiment
 
 EXPERIMENTS: dict[str, Experiment[Any]] = {
-    e.kind: e for e in (evaluate.EXPERIMENT, info_flow.EXPERIMENT, heatmap.EXPERIMENT, attention.EXPERIMENT)
+    e.kind: e
+    for e in (
+        evaluate.EXPERIMENT,
+        info_flow.EXPERIMENT,
+        heatmap.EXPERIMENT,
+        attention.EXPERIMENT,
+        sublayer_knockout.EXPERIMENT,
+        causal_tracing.EXPERIMENT,
+        vocab_projection.EXPERIMENT,
+    )
 }
 
 

@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from infoflow.models.modes import KnockoutMode, MixerKind
+from infoflow.models.modes import KnockoutMode, MixerKind, Site
 from infoflow.models.tails import TailRows, join_positions
 
 
@@ -125,12 +125,16 @@ class TokenMixer(nn.Module, ABC):
         return self.project(self.mixing(prepared, intervention), prepared)
 
 
-class LayerIntervention(ABC):
-    """What an intervention does inside one layer's step."""
+class LayerIntervention(ABC):  # noqa: B024 (abstract by intent: it does nothing until a subclass overrides a step)
+    """What an intervention does inside one layer's step: to the mixing, or to a :class:`Site`'s value."""
 
-    @abstractmethod
     def mixing(self, mixer: TokenMixer, prepared: Any, mixed: torch.Tensor) -> torch.Tensor:
         """The layer's mixed features [B, T, F, P] after the intervention (``mixed``: the clean ones)."""
+        return mixed
+
+    def site_value(self, site: Site, value: torch.Tensor) -> torch.Tensor:
+        """The value [B, T, D] at ``site`` after the intervention (``value``: what the step computed)."""
+        return value
 
 
 class RMSNorm(nn.Module):
@@ -186,27 +190,41 @@ class Block(nn.Module):
         """``mixer_inputs`` of tail rows at positions ``start..T-1`` (see ``TokenMixer.prepare_tail``)."""
         return self.mixer.prepare_tail(self.mixer_norm(hidden_tail), prefix, start, rows)
 
-    def finish(self, hidden: torch.Tensor, mixed: torch.Tensor, prepared: Any) -> torch.Tensor:
-        """The layer's output [B, T, D] from its input ``hidden`` and the mixed features [B, T, F, P]."""
+    def finish(
+        self, hidden: torch.Tensor, mixed: torch.Tensor, prepared: Any, intervention: LayerIntervention | None = None
+    ) -> torch.Tensor:
+        """The layer's output [B, T, D] from its input ``hidden`` and the mixed features [B, T, F, P]; the
+        values at each :class:`Site` pass through ``intervention`` where given."""
         update = self.mixer.project(mixed, prepared)
         if self.post_mixer_norm is not None:
             update = self.post_mixer_norm(update)
+        update = site_value(intervention, Site.MIXER, update)
         if self.parallel:
-            return hidden + update + self.mlp_update(hidden, self.mlp_norm or self.mixer_norm)
-        hidden = hidden + update
-        if self.mlp is None:
-            return hidden
-        assert self.mlp_norm is not None
-        return hidden + self.mlp_update(hidden, self.mlp_norm)
+            output = hidden + update + self.mlp_update(hidden, self.mlp_norm or self.mixer_norm, intervention)
+        elif self.mlp is None:
+            output = hidden + update
+        else:
+            assert self.mlp_norm is not None
+            hidden = hidden + update
+            output = hidden + self.mlp_update(hidden, self.mlp_norm, intervention)
+        return site_value(intervention, Site.RESIDUAL, output)
 
-    def mlp_update(self, hidden: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+    def mlp_update(
+        self, hidden: torch.Tensor, norm: nn.Module, intervention: LayerIntervention | None = None
+    ) -> torch.Tensor:
         assert self.mlp is not None
         update = self.mlp(norm(hidden))
-        return update if self.post_mlp_norm is None else self.post_mlp_norm(update)
+        update = update if self.post_mlp_norm is None else self.post_mlp_norm(update)
+        return site_value(intervention, Site.MLP, update)
 
     def forward(self, hidden: torch.Tensor, intervention: LayerIntervention | None = None) -> torch.Tensor:
         prepared = self.mixer_inputs(hidden)
-        return self.finish(hidden, self.mixer.mixing(prepared, intervention), prepared)
+        return self.finish(hidden, self.mixer.mixing(prepared, intervention), prepared, intervention)
+
+
+def site_value(intervention: LayerIntervention | None, site: Site, value: torch.Tensor) -> torch.Tensor:
+    """``value`` [B, T, D] at ``site`` after ``intervention`` (unchanged without one)."""
+    return value if intervention is None else intervention.site_value(site, value)
 
 
 class CausalLM(nn.Module):
@@ -268,15 +286,25 @@ class CausalLM(nn.Module):
         self, input_ids: torch.Tensor, interventions: dict[int, LayerIntervention] | None = None
     ) -> torch.Tensor:
         """Logits [B, T, V] for token ids [B, T], with ``interventions`` (layer -> what it does there)."""
-        return self.lm_head(self.final_norm(self.residual_stream(input_ids, interventions)[-1]))
+        return self.unembed(self.residual_stream(input_ids, interventions)[-1])
+
+    def unembed(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Logits [..., V] of residual-stream vectors [..., D]: ``lm_head(final_norm(hidden))``."""
+        return self.lm_head(self.final_norm(hidden))
 
     def residual_stream(
         self, input_ids: torch.Tensor, interventions: dict[int, LayerIntervention] | None = None
     ) -> list[torch.Tensor]:
         """``n_layers + 1`` tensors [B, T, D]: the residual stream entering each layer, then the last output."""
         self.check_length(input_ids.shape[1])
+        return self.stream_from(self.embed(input_ids), interventions)
+
+    def stream_from(
+        self, embedded: torch.Tensor, interventions: dict[int, LayerIntervention] | None = None
+    ) -> list[torch.Tensor]:
+        """``residual_stream`` from the embeddings [B, T, D] (e.g. the corrupted ones of causal tracing)."""
         interventions = interventions or {}
-        stream = [self.embed(input_ids)]
+        stream = [embedded]
         for layer in range(self.n_layers):
             stream.append(self.block(layer)(stream[-1], interventions.get(layer)))
         return stream

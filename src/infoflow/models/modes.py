@@ -38,3 +38,11 @@ class MixerKind(StrEnum):
         """A recurrence (state-space or linear RNN, a state carried over any distance), or a layer with one in it
         (a parallel hybrid); not softmax attention, a short convolution nor a layer without mixing."""
         return self not in (MixerKind.ATTENTION, MixerKind.SHORT_CONV, MixerKind.NONE)
+
+
+class Site(StrEnum):
+    """A place in one layer's step where an intervention may read or replace a value [B, T, D]."""
+
+    RESIDUAL = "residual"  # the layer's output: the residual stream after the layer
+    MIXER = "mixer"  # the token mixer's update (after its output projection and any post-norm)
+    MLP = "mlp"  # the MLP's update (after any post-norm)

@@ -39,9 +39,10 @@ from transformers import PretrainedConfig
 from transformers.activations import ACT2FN
 
 from infoflow.models.attention import AttentionInputs
-from infoflow.models.base import Block, CausalLM, RMSNorm
+from infoflow.models.base import Block, CausalLM, LayerIntervention, RMSNorm, site_value
 from infoflow.models.families import StateDict
 from infoflow.models.mamba2 import Mamba2Mixer
+from infoflow.models.modes import Site
 from infoflow.models.rotary import Rotary, RotaryAttention
 
 
@@ -172,18 +173,24 @@ class CallSiteBlock(Block):
     """A shared block at one call site: ``t = mlp(norm_ff(attention(norm_in([h, e]))))`` into the stream's third
     slot (``mixer_norm`` reads [h, e]; h and e pass unchanged)."""
 
-    def finish(self, hidden: torch.Tensor, mixed: torch.Tensor, prepared: Any) -> torch.Tensor:
+    def finish(
+        self, hidden: torch.Tensor, mixed: torch.Tensor, prepared: Any, intervention: LayerIntervention | None = None
+    ) -> torch.Tensor:
         assert self.mlp is not None and self.mlp_norm is not None
-        t = self.mlp(self.mlp_norm(self.mixer.project(mixed, prepared)))
-        return torch.cat([residual_and_embeddings(hidden), t], dim=-1)
+        update = site_value(intervention, Site.MIXER, self.mixer.project(mixed, prepared))
+        t = site_value(intervention, Site.MLP, self.mlp(self.mlp_norm(update)))
+        return site_value(intervention, Site.RESIDUAL, torch.cat([residual_and_embeddings(hidden), t], dim=-1))
 
 
 class MambaBlock(Block):
     """``h = h + Mamba2(norm(h + t))``, t cleared (``mixer_norm`` reads h + t)."""
 
-    def finish(self, hidden: torch.Tensor, mixed: torch.Tensor, prepared: Any) -> torch.Tensor:
+    def finish(
+        self, hidden: torch.Tensor, mixed: torch.Tensor, prepared: Any, intervention: LayerIntervention | None = None
+    ) -> torch.Tensor:
         h, e, t = hidden.chunk(3, dim=-1)
-        return torch.cat([h + self.mixer.project(mixed, prepared), e, torch.zeros_like(t)], dim=-1)
+        update = site_value(intervention, Site.MIXER, self.mixer.project(mixed, prepared))
+        return site_value(intervention, Site.RESIDUAL, torch.cat([h + update, e, torch.zeros_like(t)], dim=-1))
 
 
 def mamba_mixer(config: PretrainedConfig) -> Mamba2Mixer:
