@@ -42,6 +42,8 @@ from transformers import (
     Qwen3NextForCausalLM,
     RecurrentGemmaConfig,
     RecurrentGemmaForCausalLM,
+    RwkvConfig,
+    RwkvForCausalLM,
     Zamba2Config,
     Zamba2ForCausalLM,
 )
@@ -265,8 +267,20 @@ TINY_MODELS = {
             pad_token_id=0,
         )
     ),
+    # RWKV-4: the residual stream halved after layers 1 and 3 (rescale_every 2)
+    "rwkv": lambda: RwkvForCausalLM(
+        RwkvConfig(
+            vocab_size=TINY_VOCAB,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=4,
+            rescale_every=2,
+            context_length=64,
+        )
+    ),
 }
 SSM_FAMILIES = ("mamba", "falcon_mamba", "mamba2", "qwen3_next", "olmo_hybrid", "recurrent_gemma")
+SSM_FAMILIES += ("rwkv",)
 
 
 def supported_modes(model: CausalLM) -> list[KnockoutMode]:

@@ -27,7 +27,7 @@ import torch
 from infoflow.engines.base import Engine, TargetScores, last_token_probabilities, target_scores
 from infoflow.interventions.knockout import FeatureSelection, Knockout, KnockoutMode
 from infoflow.interventions.layer_knockout import check_knockout, exempt_features
-from infoflow.models.base import CausalLM, TokenMixer
+from infoflow.models.base import Block, CausalLM, TokenMixer, lookback_cut
 from infoflow.models.tails import TailRows, batch_rows, join_positions, repeat_batch
 from infoflow.models.transfer import to_device_async, to_host_async
 
@@ -41,6 +41,7 @@ class CleanRun:
 
     stream: list[torch.Tensor]  # n_layers + 1 tensors [P, T, D]: the residual stream entering each layer, final
     prepared: list[Any]  # per layer: the mixer's prepared inputs on the clean stream (batch P)
+    mixed: list[torch.Tensor | None]  # per layer whose MLP looks back (Block.mlp_lookback): the clean mixing
     mixed_dtypes: list[torch.dtype]  # per layer: the dtype of the clean mixing (knocked mixing is cast to it)
     probabilities: torch.Tensor  # [P, V] next-token probabilities
 
@@ -48,7 +49,7 @@ class CleanRun:
     def of(cls, model: CausalLM, prompts: torch.Tensor) -> CleanRun:
         model.check_length(prompts.shape[1])
         hidden = model.embed(prompts)
-        stream, prepared, mixed_dtypes = [hidden], [], []
+        stream, prepared, kept, mixed_dtypes = [hidden], [], [], []
         for layer in range(model.n_layers):
             block = model.block(layer)
             inputs = block.mixer_inputs(hidden)
@@ -56,9 +57,10 @@ class CleanRun:
             hidden = block.finish(hidden, mixed, inputs)
             stream.append(hidden)
             prepared.append(inputs)
+            kept.append(mixed if block.mlp_lookback else None)
             mixed_dtypes.append(mixed.dtype)
         logits = model.lm_head(model.final_norm(hidden[:, -1:]))
-        return cls(stream, prepared, mixed_dtypes, probabilities=last_token_probabilities(logits))
+        return cls(stream, prepared, kept, mixed_dtypes, probabilities=last_token_probabilities(logits))
 
     @property
     def n_prompts(self) -> int:
@@ -145,6 +147,41 @@ def mix_rows(
     one_row[:, torch.arange(n_rows), positions] = blocked[:, positions]  # copy i blocks row positions[i] only
     copies = mixer.terms(repeat_batch(joined, n_rows), one_row.flatten(0, 1), mode, strict, positions).mixed()
     return copies.unflatten(0, (n_variants, n_rows))[:, torch.arange(n_rows), torch.arange(n_rows)]
+
+
+def finish_tail(
+    block: Block,
+    clean: CleanRun,
+    layer: int,
+    prompts: torch.Tensor,
+    prefix: Any,
+    hidden: torch.Tensor,
+    mixed: torch.Tensor,
+    tail: Any,
+    layer_rows: LayerRows,
+    rows: TailRows,
+) -> torch.Tensor:
+    """The layer's output [A, T - start, D] at the tail positions (``prompts`` [A]: each row's prompt in the
+    clean run). A block whose MLP looks back K positions finishes from the K clean positions before the tail
+    (the same in every row: no knockout reaches a position before ``start``), which are then dropped; a strict
+    knockout cuts its look back along the row's blocked edges (see ``LayerKnockout.mlp_cut``)."""
+    seq_len = layer_rows.blocked.shape[-1]
+    start = seq_len - hidden.shape[1]
+    if block.mlp_lookback == 0:
+        return block.finish(hidden, mixed, tail)
+    first = max(start - block.mlp_lookback, 0)
+    cut = None
+    if layer_rows.strict:
+        cut = lookback_cut(layer_rows.blocked, block.mlp_lookback)[:, first:]  # [A, T - first, K]
+        if layer_rows.exempt is not None:  # a row whose every feature is exempt leaves the layer untouched
+            cut = cut & ~layer_rows.exempt.all(dim=-1)[:, None, None]
+    if first < start:
+        mixed_before = clean.mixed[layer]
+        assert mixed_before is not None
+        hidden = torch.cat([clean.stream[layer][prompts, first:start], hidden], dim=1)
+        mixed = torch.cat([mixed_before[prompts, first:start].to(mixed.dtype), mixed], dim=1)
+        tail = join_positions(prefix, tail, start, rows, first)
+    return block.finish(hidden, mixed, tail, cut)[:, start - first :]
 
 
 class FastEngine(Engine):
@@ -316,7 +353,8 @@ class FastEngine(Engine):
             tail = block.tail_inputs(hidden, prefix, start, active)
             layer_rows = plan.layer_rows(layer, joined, group.mode, group.strict)
             mixed = tail_mixing(block.mixer, prefix, tail, layer_rows, start, active)
-            hidden = block.finish(hidden, mixed.to(clean.mixed_dtypes[layer]), tail)
+            mixed = mixed.to(clean.mixed_dtypes[layer])
+            hidden = finish_tail(block, clean, layer, prompts[:joined], prefix, hidden, mixed, tail, layer_rows, active)
         logits = self.model.lm_head(self.model.final_norm(hidden[:, -1:]))
         return last_token_probabilities(logits)
 

@@ -132,6 +132,19 @@ class LayerIntervention(ABC):
     def mixing(self, mixer: TokenMixer, prepared: Any, mixed: torch.Tensor) -> torch.Tensor:
         """The layer's mixed features [B, T, F, P] after the intervention (``mixed``: the clean ones)."""
 
+    def mlp_cut(self, lookback: int) -> torch.Tensor | None:
+        """Bool [B or 1, T, lookback] for a block whose MLP looks back (see ``Block.mlp_lookback``):
+        ``cut[b, t, j]``, the MLP at t reads nothing from position t-1-j; None: it reads every position."""
+        return None
+
+
+def lookback_cut(blocked: torch.Tensor, lookback: int) -> torch.Tensor:
+    """Bool [B, T, K] from blocked edges [B, T, T]: ``cut[b, t, j] = blocked[b, t, t-1-j]`` (False before 0)."""
+    seq_len = blocked.shape[-1]
+    positions = torch.arange(seq_len, device=blocked.device)
+    sources = positions[:, None] - 1 - torch.arange(lookback, device=blocked.device)  # [T, K]: t-1-j
+    return blocked[:, positions[:, None], sources.clamp(min=0)] & (sources >= 0)
+
 
 class RMSNorm(nn.Module):
     """``w * x / sqrt(mean(x^2) + eps)``, computed in fp32 like transformers' Llama/Mamba norms."""
@@ -156,7 +169,13 @@ class Block(nn.Module):
     or, with ``parallel`` (GPT-J, GPT-NeoX), ``h = h + u + mlp(mlp_norm(h))`` on the layer's input h (the
     MLP reads ``mixer_norm(h)`` when ``mlp_norm`` is None). The step is split where engines need it:
     :meth:`mixer_inputs` (norm + projections), the mixing itself, :meth:`finish` (everything after).
+
+    ``mlp_lookback``: how many positions before its own the MLP reads (RWKV's channel-mix token shift; 0 for
+    a per-position MLP); the fast engine finishes a tail from that many clean positions before it, and such an
+    MLP takes ``cut`` (see ``LayerIntervention.mlp_cut``) as its second argument.
     """
+
+    mlp_lookback: ClassVar[int] = 0
 
     def __init__(
         self,
@@ -186,27 +205,31 @@ class Block(nn.Module):
         """``mixer_inputs`` of tail rows at positions ``start..T-1`` (see ``TokenMixer.prepare_tail``)."""
         return self.mixer.prepare_tail(self.mixer_norm(hidden_tail), prefix, start, rows)
 
-    def finish(self, hidden: torch.Tensor, mixed: torch.Tensor, prepared: Any) -> torch.Tensor:
-        """The layer's output [B, T, D] from its input ``hidden`` and the mixed features [B, T, F, P]."""
+    def finish(
+        self, hidden: torch.Tensor, mixed: torch.Tensor, prepared: Any, cut: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The layer's output [B, T, D] from its input ``hidden`` and the mixed features [B, T, F, P] (``cut``
+        [B, T, K]: what an MLP that looks back may not read, see ``LayerIntervention.mlp_cut``)."""
         update = self.mixer.project(mixed, prepared)
         if self.post_mixer_norm is not None:
             update = self.post_mixer_norm(update)
         if self.parallel:
-            return hidden + update + self.mlp_update(hidden, self.mlp_norm or self.mixer_norm)
+            return hidden + update + self.mlp_update(hidden, self.mlp_norm or self.mixer_norm, cut)
         hidden = hidden + update
         if self.mlp is None:
             return hidden
         assert self.mlp_norm is not None
-        return hidden + self.mlp_update(hidden, self.mlp_norm)
+        return hidden + self.mlp_update(hidden, self.mlp_norm, cut)
 
-    def mlp_update(self, hidden: torch.Tensor, norm: nn.Module) -> torch.Tensor:
+    def mlp_update(self, hidden: torch.Tensor, norm: nn.Module, cut: torch.Tensor | None = None) -> torch.Tensor:
         assert self.mlp is not None
-        update = self.mlp(norm(hidden))
+        update = self.mlp(norm(hidden)) if cut is None else self.mlp(norm(hidden), cut)
         return update if self.post_mlp_norm is None else self.post_mlp_norm(update)
 
     def forward(self, hidden: torch.Tensor, intervention: LayerIntervention | None = None) -> torch.Tensor:
         prepared = self.mixer_inputs(hidden)
-        return self.finish(hidden, self.mixer.mixing(prepared, intervention), prepared)
+        cut = intervention.mlp_cut(self.mlp_lookback) if intervention is not None and self.mlp_lookback else None
+        return self.finish(hidden, self.mixer.mixing(prepared, intervention), prepared, cut)
 
 
 class CausalLM(nn.Module):

@@ -172,7 +172,9 @@ class CallSiteBlock(Block):
     """A shared block at one call site: ``t = mlp(norm_ff(attention(norm_in([h, e]))))`` into the stream's third
     slot (``mixer_norm`` reads [h, e]; h and e pass unchanged)."""
 
-    def finish(self, hidden: torch.Tensor, mixed: torch.Tensor, prepared: Any) -> torch.Tensor:
+    def finish(
+        self, hidden: torch.Tensor, mixed: torch.Tensor, prepared: Any, cut: torch.Tensor | None = None
+    ) -> torch.Tensor:
         assert self.mlp is not None and self.mlp_norm is not None
         t = self.mlp(self.mlp_norm(self.mixer.project(mixed, prepared)))
         return torch.cat([residual_and_embeddings(hidden), t], dim=-1)
@@ -181,7 +183,9 @@ class CallSiteBlock(Block):
 class MambaBlock(Block):
     """``h = h + Mamba2(norm(h + t))``, t cleared (``mixer_norm`` reads h + t)."""
 
-    def finish(self, hidden: torch.Tensor, mixed: torch.Tensor, prepared: Any) -> torch.Tensor:
+    def finish(
+        self, hidden: torch.Tensor, mixed: torch.Tensor, prepared: Any, cut: torch.Tensor | None = None
+    ) -> torch.Tensor:
         h, e, t = hidden.chunk(3, dim=-1)
         return torch.cat([h + self.mixer.project(mixed, prepared), e, torch.zeros_like(t)], dim=-1)
 
