@@ -46,6 +46,8 @@ from transformers import (
     RwkvForCausalLM,
     Zamba2Config,
     Zamba2ForCausalLM,
+    xLSTMConfig,
+    xLSTMForCausalLM,
 )
 
 from infoflow.models.base import CausalLM
@@ -278,14 +280,33 @@ TINY_MODELS = {
             context_length=64,
         )
     ),
+    # mLSTM: 4 heads (keys 2, values 4), no convolution
+    "xlstm": lambda: xLSTMForCausalLM(
+        xLSTMConfig(
+            vocab_size=TINY_VOCAB,
+            hidden_size=16,
+            num_hidden_layers=4,
+            num_heads=4,
+            chunk_size=4,
+            ffn_round_up_to_multiple_of=16,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+        )
+    ),
 }
 SSM_FAMILIES = ("mamba", "falcon_mamba", "mamba2", "qwen3_next", "olmo_hybrid", "recurrent_gemma")
-SSM_FAMILIES += ("rwkv",)
+SSM_FAMILIES += ("rwkv", "xlstm")
 
 
 def supported_modes(model: CausalLM) -> list[KnockoutMode]:
     """The knockout modes some layer of ``model`` supports, in their declared order."""
     return [mode for mode in KnockoutMode if any(mode in model.mixer(i).knockout_modes for i in range(model.n_layers))]
+
+
+def supports_strict(model: CausalLM) -> bool:
+    """Some layer of ``model`` has short-range taps that a strict knockout removes (a conv, a token shift)."""
+    return any(model.mixer(i).supports_strict for i in range(model.n_layers))
 
 
 @pytest.fixture(scope="session")
