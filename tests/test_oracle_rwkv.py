@@ -10,6 +10,7 @@ from transformers.models.rwkv import modeling_rwkv
 from infoflow.interventions.knockout import Knockout, KnockoutMode
 from infoflow.interventions.layer_knockout import layer_knockouts
 from infoflow.models import rwkv
+from infoflow.models.base import lookback_cut
 from infoflow.models.modes import MixerKind
 from infoflow.models.registry import find_model
 from tests.oracle import knocked_logits, mixer_reconstruction_error, randomize_, save_and_load
@@ -186,3 +187,11 @@ def test_registry_aliases_name_this_family(pair):
     _, ours = pair
     entry = find_model("rwkv4-169m")
     assert (entry.family, entry.hub_id, entry.n_layers) == (ours.family, "RWKV/rwkv-4-169m-pile", 12)
+
+
+def test_lookback_cut_reads_the_blocked_edges_one_and_two_back():
+    blocked = torch.zeros(1, 4, 4, dtype=torch.bool)
+    blocked[0, 2, 1] = blocked[0, 3, 1] = blocked[0, 0, 0] = True
+    cut = lookback_cut(blocked, 2)  # [1, T, 2]: cut[t, j] = blocked[t, t-1-j]
+    expected = torch.tensor([[False, False], [False, False], [True, False], [False, True]])
+    assert torch.equal(cut[0], expected)

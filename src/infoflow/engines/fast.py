@@ -132,15 +132,15 @@ def mix_rows(
     """[A, T - start, F, P] with ``blocked`` [A, T, T] edges removed.
 
     A single tail row under zero-attention is a decode step (``mix_last_row``). Otherwise the hidden attention
-    of the tail rows is materialised: zero-attention blocks its entries only, so one materialisation serves
-    every row; zero-delta and strict change the sources, so each target row gets its own copy.
+    of the tail rows is materialised: zero-attention (and numerator-only) blocks its entries only, so one
+    materialisation serves every row; modes that change the sources and strict give each target row its own copy.
     """
     if decode_step:
         return mixer.mix_last_row(prefix, tail, blocked[:, -1], rows)[:, None]
     seq_len = blocked.shape[-1]
     positions = torch.arange(start, seq_len, device=blocked.device)
     joined = join_positions(prefix, tail, start, rows)
-    if (mode is KnockoutMode.ZERO_ATTENTION and not strict) or len(positions) == 1:
+    if not (mode.changes_sources or strict) or len(positions) == 1:
         return mixer.terms(joined, blocked, mode, strict, positions).mixed()
     n_variants, n_rows = blocked.shape[0], len(positions)
     one_row = torch.zeros(n_variants, n_rows, seq_len, seq_len, dtype=torch.bool, device=blocked.device)

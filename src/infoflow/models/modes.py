@@ -25,6 +25,12 @@ class KnockoutMode(StrEnum):
     # normalised mixers: the source leaves the numerator only; the normaliser keeps its weight
     NUMERATOR_ONLY = "numerator-only"
 
+    @property
+    def changes_sources(self) -> bool:
+        """The mode changes the blocked sources themselves for the target's view (their gate, write or step), so
+        each target row needs its own materialisation; the other modes remove entries of the target's row only."""
+        return self in (KnockoutMode.ZERO_DELTA, KnockoutMode.WRITE_AND_ERASE)
+
 
 class MixerKind(StrEnum):
     """What a layer's token mixer is; hybrids mix kinds across layers."""
