@@ -17,15 +17,16 @@ A knockout of t <- s removes the term s from the numerator and from the denomina
 default: the row renormalises, as attention's softmax does; also named ``renormalize``) or from the numerator
 only (``numerator-only``: the row keeps s's weight in its normaliser and so shrinks), or skips the step of s for
 the target (``zero-delta``: s neither enters nor decays the state, so earlier sources are one step closer).
-``strict`` also removes
-the blocked sources from the time-mix token shift (k, v and r are recomputed), as it removes Mamba's conv taps.
+``strict`` also removes the blocked sources from the time-mix token shift (k, v and r are recomputed), as it
+removes Mamba's conv taps.
 
 Channel-mix (the MLP), on y = ln2(h) and its own token shift y[t-1]:
-``sigmoid(W_r' mix_r'(y)) * W_v' relu(W_k' mix_k'(y))^2``. Its shift carries y[t-1] to t in every layer; a
-knockout leaves it in place (the MLP is never knocked out): a path of one position per layer, documented in
-docs/mixers.md. The model embeds with a LayerNorm (``pre_ln``), ends with ``ln_out`` and halves the residual
-stream after every ``rescale_every`` layers, with the output projections scaled to match (as transformers
-does in inference, so that fp16 does not overflow).
+``sigmoid(W_r' mix_r'(y)) * W_v' relu(W_k' mix_k'(y))^2``. Its shift carries y[t-1] to t in every layer
+(``RwkvBlock.mlp_lookback``); a knockout leaves it in place, and a strict one cuts it at t where t <- t-1 is
+blocked (``LayerIntervention.mlp_cut``), so that strict leaves no path from a blocked source. The model embeds
+with a LayerNorm (``pre_ln``), ends with ``ln_out`` and halves the residual stream after every
+``rescale_every`` layers, with the output projections scaled to match (as transformers does in inference,
+so that fp16 does not overflow).
 """
 
 from __future__ import annotations
