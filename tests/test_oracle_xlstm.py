@@ -9,7 +9,7 @@ from transformers import xLSTMConfig, xLSTMForCausalLM
 from transformers.models.xlstm import modeling_xlstm
 
 from infoflow.interventions.knockout import Knockout, KnockoutMode
-from infoflow.models import mlstm
+from infoflow.models import mlstm, xlstm
 from infoflow.models.modes import MixerKind
 from infoflow.models.registry import find_model
 from tests.oracle import (
@@ -188,3 +188,9 @@ def test_registry_alias_names_this_family(pair):
     _, ours = pair
     entry = find_model("xlstm-7b")
     assert (entry.family, entry.hub_id, entry.n_layers) == (ours.family, "NX-AI/xLSTM-7b", 32)
+
+
+@pytest.mark.parametrize("option", [{"weight_mode": "fused"}, {"use_bias": True}])
+def test_unsupported_layouts_are_refused_clearly(option):
+    with pytest.raises(ValueError, match=f"{next(iter(option))}.*not supported"):
+        xlstm.build(xlstm_config(**option))

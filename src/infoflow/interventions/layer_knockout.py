@@ -52,7 +52,7 @@ def check_options(
         supported = sorted({m.value for mixer in mixers for m in mixer.knockout_modes})
         raise ValueError(f"knockout mode {mode.value!r} {unsupported(model)}; its layers take {', '.join(supported)}")
     if strict and not any(mixer.supports_strict for mixer in mixers):
-        raise ValueError(f"strict knockout (blocking the sources' short-range taps too: convolutions, token shifts) {unsupported(model)}")
+        raise ValueError(f"strict knockout (blocking the sources' conv and token-shift taps too) {unsupported(model)}")
     decaying = model.has_decay_features
     for category in categories:
         if category is not FeatureCategory.ALL and not decaying:

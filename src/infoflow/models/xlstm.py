@@ -23,16 +23,12 @@ from torch import nn
 from transformers import PretrainedConfig
 
 from infoflow.models import mlstm
+from infoflow.models.attention import soft_cap
 from infoflow.models.base import Block, CausalLM, MixingTerms, RMSNorm, TokenMixer
 from infoflow.models.families import StateDict, renamer
 from infoflow.models.llama import GatedMLP
 from infoflow.models.modes import KnockoutMode, MixerKind
 from infoflow.models.recurrent_gemma import SoftCappedHead
-
-
-def soft_cap(x: torch.Tensor, cap: float | None) -> torch.Tensor:
-    """``cap tanh(x / cap)`` (x itself when cap is None)."""
-    return x if cap is None else cap * torch.tanh(x / cap)
 
 
 class HeadLayerNorm(nn.Module):
@@ -82,8 +78,7 @@ class MLSTMLayer(TokenMixer):
 
     def prepare(self, hidden: torch.Tensor) -> MLSTMInputs:
         q, k, v = (proj(hidden).unflatten(-1, (self.n_features, -1)) for proj in (self.q, self.k, self.v))
-        i = soft_cap(self.igate_preact(hidden), self.gate_cap).float()
-        f = soft_cap(self.fgate_preact(hidden), self.gate_cap).float()
+        i, f = (soft_cap(proj(hidden).float(), self.gate_cap) for proj in (self.igate_preact, self.fgate_preact))
         return MLSTMInputs(q=q, k=k, v=v, i=i, log_f=F.logsigmoid(f), o=self.ogate_preact(hidden))
 
     def mix(self, p: MLSTMInputs) -> torch.Tensor:
@@ -130,10 +125,7 @@ def check_config(config: PretrainedConfig) -> None:
 
 def build(config: PretrainedConfig) -> CausalLM:
     """An xLSTM model from a transformers ``xLSTMConfig``."""
-    if config.use_bias:
-        raise ValueError(
-            "xLSTM checkpoints with use_bias=True (biased norms) are not supported; the released ones have none"
-        )
+    check_config(config)
     d_model, eps = config.hidden_size, config.norm_eps
     blocks = [
         Block(
