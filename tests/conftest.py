@@ -42,8 +42,12 @@ from transformers import (
     Qwen3NextForCausalLM,
     RecurrentGemmaConfig,
     RecurrentGemmaForCausalLM,
+    RwkvConfig,
+    RwkvForCausalLM,
     Zamba2Config,
     Zamba2ForCausalLM,
+    xLSTMConfig,
+    xLSTMForCausalLM,
 )
 
 from infoflow.models.base import CausalLM
@@ -265,13 +269,44 @@ TINY_MODELS = {
             pad_token_id=0,
         )
     ),
+    # RWKV-4: the residual stream halved after layers 1 and 3 (rescale_every 2)
+    "rwkv": lambda: RwkvForCausalLM(
+        RwkvConfig(
+            vocab_size=TINY_VOCAB,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=4,
+            rescale_every=2,
+            context_length=64,
+        )
+    ),
+    # mLSTM: 4 heads (keys 2, values 4), no convolution
+    "xlstm": lambda: xLSTMForCausalLM(
+        xLSTMConfig(
+            vocab_size=TINY_VOCAB,
+            hidden_size=16,
+            num_hidden_layers=4,
+            num_heads=4,
+            chunk_size=4,
+            ffn_round_up_to_multiple_of=16,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+        )
+    ),
 }
 SSM_FAMILIES = ("mamba", "falcon_mamba", "mamba2", "qwen3_next", "olmo_hybrid", "recurrent_gemma")
+SSM_FAMILIES += ("rwkv", "xlstm")
 
 
 def supported_modes(model: CausalLM) -> list[KnockoutMode]:
     """The knockout modes some layer of ``model`` supports, in their declared order."""
     return [mode for mode in KnockoutMode if any(mode in model.mixer(i).knockout_modes for i in range(model.n_layers))]
+
+
+def supports_strict(model: CausalLM) -> bool:
+    """Some layer of ``model`` has short-range taps that a strict knockout removes (a conv, a token shift)."""
+    return any(model.mixer(i).supports_strict for i in range(model.n_layers))
 
 
 @pytest.fixture(scope="session")

@@ -55,6 +55,21 @@ def knocked_logits(ours: CausalLM, input_ids: torch.Tensor, knockout: Knockout) 
     return ours(input_ids, layer_knockouts(ours, knockout, input_ids.shape[1]))
 
 
+def assert_knockout_equals_theirs(
+    theirs: PreTrainedModel, ours: CausalLM, input_ids: torch.Tensor, knockout: Knockout
+) -> None:
+    """Our knocked-out logits [1, T] equal those of ``theirs`` (a transformers model whose layer was knocked out by
+    hand) to 1e-4; positions before the first target stay clean bit for bit, and every later one changes."""
+    first = knockout.first_target
+    with torch.no_grad():
+        expected = theirs(input_ids, use_cache=False).logits[0]
+        knocked = knocked_logits(ours, input_ids, knockout)[0]
+        clean = ours(input_ids)[0]
+    assert (knocked - expected).abs().max().item() <= 1e-4
+    assert torch.equal(knocked[:first], clean[:first])
+    assert (knocked[first:] - clean[first:]).abs().amax(-1).min().item() > 1e-5
+
+
 def hybrid_sweep(model: CausalLM) -> tuple[torch.Tensor, list[Knockout | None]]:
     """A prompt and knockouts over every window of two layers, with every mode, strictness, decay category and
     restriction to one mixer kind of the model (None: every kind)."""

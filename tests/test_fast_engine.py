@@ -16,7 +16,7 @@ from infoflow.engines.reference import ReferenceEngine
 from infoflow.interventions.knockout import FeatureCategory, FeatureSelection, Knockout, KnockoutMode
 from infoflow.models.tails import TailRows
 from tests.attention_checks import assert_tail_and_rows_consistent
-from tests.conftest import TINY_VOCAB, supported_modes
+from tests.conftest import TINY_VOCAB, supported_modes, supports_strict
 
 N_LAYERS = 4
 TOLERANCE = 1e-5
@@ -37,7 +37,7 @@ def sweeps(draw, model, seq_len: int | None = None):
         if ssm:
             options = {
                 "mode": draw(st.sampled_from(supported_modes(model))),
-                "strict": draw(st.booleans()),
+                "strict": draw(st.booleans()) and supports_strict(model),
                 "features": FeatureSelection(draw(st.sampled_from(list(FeatureCategory)))),
             }
         layers = range(start, start + window_size)

@@ -185,7 +185,8 @@ def test_out_of_memory_halves_the_patch_batch_and_loses_nothing(tiny_model_facto
 
 
 def test_recorded_updates_add_up_to_the_layer_output_and_project_like_the_model(tiny_model):
-    """Every family: out = h + u (+ m) at every layer whose updates live in the stream, and the logit lens of
+    """Every family: out = (h + u (+ m)) * residual_scale (1 but in RWKV) at every layer whose updates live in
+    the stream, and the logit lens of
     the last layer's output is the model's own output (what vocabulary projection reads)."""
     from infoflow.experiments.vocab_projection import projected_logits
     from infoflow.interventions.patching import record_sites
@@ -200,7 +201,8 @@ def test_recorded_updates_add_up_to_the_layer_output_and_project_like_the_model(
         update = sites[Site.MIXER][layer] + sites[Site.MLP].get(layer, 0)
         assert torch.equal(sites[Site.RESIDUAL][layer], stream[layer + 1])
         if update.shape == stream[layer].shape and tiny_model.family != "zamba2":
-            assert (stream[layer] + update - stream[layer + 1]).abs().max().item() <= 1e-5
+            scale = tiny_model.block(layer).residual_scale
+            assert ((stream[layer] + update) * scale - stream[layer + 1]).abs().max().item() <= 1e-5
             checked += 1
     assert checked or tiny_model.family == "zamba2"
     projected = projected_logits(tiny_model, ids, [SEQ_LEN - 1, 2])

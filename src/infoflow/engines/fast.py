@@ -27,7 +27,8 @@ import torch
 from infoflow.engines.base import Engine, TargetScores, last_token_probabilities, target_scores
 from infoflow.interventions.knockout import FeatureSelection, Knockout, KnockoutMode
 from infoflow.interventions.layer_knockout import check_knockout, exempt_features
-from infoflow.models.base import CausalLM, LayerIntervention, TokenMixer
+from infoflow.interventions.patching import SitePatch
+from infoflow.models.base import Block, CausalLM, TokenMixer, lookback_cut
 from infoflow.models.tails import TailRows, batch_rows, join_positions, repeat_batch
 from infoflow.models.transfer import to_device_async, to_host_async
 
@@ -41,6 +42,7 @@ class CleanRun:
 
     stream: list[torch.Tensor]  # n_layers + 1 tensors [P, T, D]: the residual stream entering each layer, final
     prepared: list[Any]  # per layer: the mixer's prepared inputs on the clean stream (batch P)
+    mixed: list[torch.Tensor | None]  # per layer whose MLP looks back (Block.mlp_lookback): the clean mixing
     mixed_dtypes: list[torch.dtype]  # per layer: the dtype of the clean mixing (knocked mixing is cast to it)
     probabilities: torch.Tensor  # [P, V] next-token probabilities
 
@@ -52,7 +54,7 @@ class CleanRun:
     @classmethod
     def from_embeddings(cls, model: CausalLM, hidden: torch.Tensor) -> CleanRun:
         """The run of P sequences from their embeddings [P, T, D] (e.g. corrupted ones)."""
-        stream, prepared, mixed_dtypes = [hidden], [], []
+        stream, prepared, kept, mixed_dtypes = [hidden], [], [], []
         for layer in range(model.n_layers):
             block = model.block(layer)
             inputs = block.mixer_inputs(hidden)
@@ -60,9 +62,10 @@ class CleanRun:
             hidden = block.finish(hidden, mixed, inputs)
             stream.append(hidden)
             prepared.append(inputs)
+            kept.append(mixed if block.mlp_lookback else None)
             mixed_dtypes.append(mixed.dtype)
         logits = model.unembed(hidden[:, -1:])
-        return cls(stream, prepared, mixed_dtypes, probabilities=last_token_probabilities(logits))
+        return cls(stream, prepared, kept, mixed_dtypes, probabilities=last_token_probabilities(logits))
 
     @property
     def n_prompts(self) -> int:
@@ -104,6 +107,16 @@ class LayerRows:
     mode: KnockoutMode
     strict: bool
 
+    def mlp_cut(self, lookback: int) -> torch.Tensor | None:
+        """Bool [A, T, K]: what each row's MLP that looks back K positions may not read (strict knockouts
+        only; a row whose every feature is exempt leaves the layer untouched); None: nothing is cut."""
+        if not self.strict:
+            return None
+        cut = lookback_cut(self.blocked, lookback)
+        if self.exempt is not None:
+            cut = cut & ~self.exempt.all(dim=-1)[:, None, None]
+        return cut
+
 
 def tail_mixing(
     mixer: TokenMixer, prefix: Any, tail: Any, layer: LayerRows, start: int, rows: TailRows
@@ -134,15 +147,15 @@ def mix_rows(
     """[A, T - start, F, P] with ``blocked`` [A, T, T] edges removed.
 
     A single tail row under zero-attention is a decode step (``mix_last_row``). Otherwise the hidden attention
-    of the tail rows is materialised: zero-attention blocks its entries only, so one materialisation serves
-    every row; zero-delta and strict change the sources, so each target row gets its own copy.
+    of the tail rows is materialised: zero-attention (and numerator-only) blocks its entries only, so one
+    materialisation serves every row; modes that change the sources and strict give each target row its own copy.
     """
     if decode_step:
         return mixer.mix_last_row(prefix, tail, blocked[:, -1], rows)[:, None]
     seq_len = blocked.shape[-1]
     positions = torch.arange(start, seq_len, device=blocked.device)
     joined = join_positions(prefix, tail, start, rows)
-    if (mode is KnockoutMode.ZERO_ATTENTION and not strict) or len(positions) == 1:
+    if not (mode.changes_sources or strict) or len(positions) == 1:
         return mixer.terms(joined, blocked, mode, strict, positions).mixed()
     n_variants, n_rows = blocked.shape[0], len(positions)
     one_row = torch.zeros(n_variants, n_rows, seq_len, seq_len, dtype=torch.bool, device=blocked.device)
@@ -153,6 +166,10 @@ def mix_rows(
 
 # (layer, mixer, prefix, tail, rows) -> the mixed features [A, T - start, F, P] of the tail rows in that layer
 TailMixing = Callable[[int, TokenMixer, Any, Any, TailRows], torch.Tensor]
+# (layer, n rows) -> the site patch of the first n rows in that layer (None: none)
+TailPatch = Callable[[int, int], SitePatch | None]
+# (layer, n rows, lookback K) -> bool [n, T, K]: what the MLP of the first n rows may not read (None: nothing)
+TailCut = Callable[[int, int, int], torch.Tensor | None]
 
 
 def clean_tail_mixing(
@@ -173,13 +190,14 @@ def run_tail_rows(
     prompts: Sequence[int],
     first_layers: Sequence[int],
     mixing: TailMixing,
-    intervention: Callable[[int, int], LayerIntervention | None] | None = None,
+    patching: TailPatch | None = None,
+    mlp_cut: TailCut | None = None,
 ) -> torch.Tensor:
     """Next-token probabilities [A, V] of A tail rows, variants of the runs ``prompts`` [A] (indices into
     ``clean``) that recompute positions ``start..T-1``; ``first_layers`` [A] sorted: row a joins the batch at
     layer ``first_layers[a]`` with its run's stream there. In each layer the n rows present mix as
-    ``mixing(layer, mixer, prefix, tail, rows)`` says, and their step's site values pass through
-    ``intervention(layer, n)``."""
+    ``mixing(layer, mixer, prefix, tail, rows)`` says, their step's site values pass through
+    ``patching(layer, n)``, and an MLP that looks back is cut as ``mlp_cut(layer, n, lookback)`` says."""
     device = model.lm_head.weight.device
     present = sorted(set(prompts))
     local = {prompt: index for index, prompt in enumerate(present)}
@@ -198,10 +216,51 @@ def run_tail_rows(
             prefix = batch_rows(prefix, present_index)
         active = rows.head(joined)
         tail = block.tail_inputs(hidden, prefix, start, active)
-        mixed = mixing(layer, block.mixer, prefix, tail, active)
-        patch = None if intervention is None else intervention(layer, joined)
-        hidden = block.finish(hidden, mixed.to(clean.mixed_dtypes[layer]), tail, patch)
+        mixed = mixing(layer, block.mixer, prefix, tail, active).to(clean.mixed_dtypes[layer])
+        patch = None if patching is None else patching(layer, joined)
+        cut = None if mlp_cut is None or not block.mlp_lookback else mlp_cut(layer, joined, block.mlp_lookback)
+        step = TailStep(block, clean, layer, run_rows[:joined], prefix, active)
+        hidden = step.finish(hidden, mixed, tail, patch, cut)
     return last_token_probabilities(model.unembed(hidden[:, -1:]))
+
+
+@dataclass(frozen=True)
+class TailStep:
+    """One layer of a tail pass over its A present rows (``run_rows`` [A]: each row's run in the clean run)."""
+
+    block: Block
+    clean: CleanRun
+    layer: int
+    run_rows: torch.Tensor
+    prefix: Any
+    rows: TailRows
+
+    def finish(
+        self,
+        hidden: torch.Tensor,
+        mixed: torch.Tensor,
+        tail: Any,
+        patch: SitePatch | None = None,
+        cut: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The layer's output [A, T - start, D] at the tail positions. A block whose MLP looks back K positions
+        finishes from the K clean positions before the tail (the same in every row: no knockout or patch reaches
+        a position before ``start``), which are then dropped; ``cut`` [A, T, K]: what that MLP may not read."""
+        block = self.block
+        if block.mlp_lookback == 0:
+            return block.finish(hidden, mixed, tail, patch)
+        seq_len = self.clean.stream[0].shape[1]
+        start = seq_len - hidden.shape[1]
+        first = max(start - block.mlp_lookback, 0)
+        if first < start:
+            mixed_before = self.clean.mixed[self.layer]
+            assert mixed_before is not None
+            hidden = torch.cat([self.clean.stream[self.layer][self.run_rows, first:start], hidden], dim=1)
+            mixed = torch.cat([mixed_before[self.run_rows, first:start].to(mixed.dtype), mixed], dim=1)
+            tail = join_positions(self.prefix, tail, start, self.rows, first)
+            patch = None if patch is None else patch.widened(start - first)
+        cut = None if cut is None else cut[:, first:]
+        return block.finish(hidden, mixed, tail, patch, cut)[:, start - first :]
 
 
 class FastEngine(Engine):
@@ -357,8 +416,11 @@ class FastEngine(Engine):
             layer_rows = plan.layer_rows(layer, len(rows), group.mode, group.strict)
             return tail_mixing(mixer, prefix, tail, layer_rows, start, rows)
 
+        def mlp_cut(layer: int, n_rows: int, lookback: int) -> torch.Tensor | None:
+            return plan.layer_rows(layer, n_rows, group.mode, group.strict).mlp_cut(lookback)
+
         prompts, first_layers = [tail.prompt for tail in tails], [tail.first_layer for tail in tails]
-        return run_tail_rows(self.model, group.clean, start, prompts, first_layers, mixing)
+        return run_tail_rows(self.model, group.clean, start, prompts, first_layers, mixing, mlp_cut=mlp_cut)
 
     def exempt_mask(self, layer: int, selection: FeatureSelection) -> torch.Tensor | None:
         key = (layer, selection)

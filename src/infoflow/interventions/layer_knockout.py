@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from infoflow.interventions.knockout import FeatureCategory, FeatureSelection, Knockout, KnockoutMode
-from infoflow.models.base import CausalLM, LayerIntervention, TokenMixer
+from infoflow.models.base import CausalLM, LayerIntervention, TokenMixer, lookback_cut
 from infoflow.models.modes import MixerKind
 from infoflow.models.tails import repeat_batch
 
@@ -52,7 +52,7 @@ def check_options(
         supported = sorted({m.value for mixer in mixers for m in mixer.knockout_modes})
         raise ValueError(f"knockout mode {mode.value!r} {unsupported(model)}; its layers take {', '.join(supported)}")
     if strict and not any(mixer.supports_strict for mixer in mixers):
-        raise ValueError(f"strict knockout (blocking the sources' convolution taps too) {unsupported(model)}")
+        raise ValueError(f"strict knockout (blocking the sources' conv and token-shift taps too) {unsupported(model)}")
     decaying = model.has_decay_features
     for category in categories:
         if category is not FeatureCategory.ALL and not decaying:
@@ -130,6 +130,13 @@ class LayerKnockout(LayerIntervention):
         mixed = mixed.clone()
         mixed[:, rows] = knocked.to(mixed.dtype)
         return mixed
+
+    def mlp_cut(self, lookback: int) -> torch.Tensor | None:
+        """A strict knockout also cuts an MLP's look back along its blocked edges (unless every feature of the
+        layer is exempt): [1, T, lookback]."""
+        if not self.strict or (self.exempt is not None and bool(self.exempt.all())):
+            return None
+        return lookback_cut(self.blocked[None], lookback)
 
 
 def layer_knockouts(model: CausalLM, knockout: Knockout | None, seq_len: int) -> dict[int, LayerKnockout]:

@@ -89,6 +89,12 @@ class SitePatch(LayerIntervention):
         replacement = value.new_zeros(()) if self.values is None else self.values.to(value.dtype)
         return torch.where(self.mask[..., None], replacement, value)
 
+    def widened(self, before: int) -> SitePatch:
+        """The same patch over ``before`` more leading positions, which it leaves unchanged."""
+        mask = torch.nn.functional.pad(self.mask, (before, 0))  # [B, before + T]
+        values = None if self.values is None else torch.nn.functional.pad(self.values, (0, 0, before, 0))
+        return SitePatch(self.site, mask, values)
+
 
 @dataclass(frozen=True)
 class SiteRecorder(LayerIntervention):

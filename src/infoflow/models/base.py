@@ -136,6 +136,19 @@ class LayerIntervention(ABC):  # noqa: B024 (abstract by intent: it does nothing
         """The value [B, T, D] at ``site`` after the intervention (``value``: what the step computed)."""
         return value
 
+    def mlp_cut(self, lookback: int) -> torch.Tensor | None:
+        """Bool [B or 1, T, lookback] for a block whose MLP looks back (see ``Block.mlp_lookback``):
+        ``cut[b, t, j]``, the MLP at t reads nothing from position t-1-j; None: it reads every position."""
+        return None
+
+
+def lookback_cut(blocked: torch.Tensor, lookback: int) -> torch.Tensor:
+    """Bool [B, T, K] from blocked edges [B, T, T]: ``cut[b, t, j] = blocked[b, t, t-1-j]`` (False before 0)."""
+    seq_len = blocked.shape[-1]
+    positions = torch.arange(seq_len, device=blocked.device)
+    sources = positions[:, None] - 1 - torch.arange(lookback, device=blocked.device)  # [T, K]: t-1-j
+    return blocked[:, positions[:, None], sources.clamp(min=0)] & (sources >= 0)
+
 
 class RMSNorm(nn.Module):
     """``w * x / sqrt(mean(x^2) + eps)``, computed in fp32 like transformers' Llama/Mamba norms."""
@@ -160,7 +173,15 @@ class Block(nn.Module):
     or, with ``parallel`` (GPT-J, GPT-NeoX), ``h = h + u + mlp(mlp_norm(h))`` on the layer's input h (the
     MLP reads ``mixer_norm(h)`` when ``mlp_norm`` is None). The step is split where engines need it:
     :meth:`mixer_inputs` (norm + projections), the mixing itself, :meth:`finish` (everything after).
+
+    ``mlp_lookback``: how many positions before its own the MLP reads (RWKV's channel-mix token shift; 0 for
+    a per-position MLP); the fast engine finishes a tail from that many clean positions before it, and such an
+    MLP takes ``cut`` (see ``LayerIntervention.mlp_cut``) as its second argument. ``residual_scale``: the
+    layer's output times it (RWKV halves the stream every few layers; 1 elsewhere).
     """
+
+    mlp_lookback: ClassVar[int] = 0
+    residual_scale: float = 1.0
 
     def __init__(
         self,
@@ -191,35 +212,48 @@ class Block(nn.Module):
         return self.mixer.prepare_tail(self.mixer_norm(hidden_tail), prefix, start, rows)
 
     def finish(
-        self, hidden: torch.Tensor, mixed: torch.Tensor, prepared: Any, intervention: LayerIntervention | None = None
+        self,
+        hidden: torch.Tensor,
+        mixed: torch.Tensor,
+        prepared: Any,
+        intervention: LayerIntervention | None = None,
+        cut: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The layer's output [B, T, D] from its input ``hidden`` and the mixed features [B, T, F, P]; the
-        values at each :class:`Site` pass through ``intervention`` where given."""
+        values at each :class:`Site` pass through ``intervention`` where given; ``cut`` [B, T, K]: what an MLP
+        that looks back may not read (see ``LayerIntervention.mlp_cut``)."""
         update = self.mixer.project(mixed, prepared)
         if self.post_mixer_norm is not None:
             update = self.post_mixer_norm(update)
         update = site_value(intervention, Site.MIXER, update)
         if self.parallel:
-            output = hidden + update + self.mlp_update(hidden, self.mlp_norm or self.mixer_norm, intervention)
+            output = hidden + update + self.mlp_update(hidden, self.mlp_norm or self.mixer_norm, intervention, cut)
         elif self.mlp is None:
             output = hidden + update
         else:
             assert self.mlp_norm is not None
             hidden = hidden + update
-            output = hidden + self.mlp_update(hidden, self.mlp_norm, intervention)
+            output = hidden + self.mlp_update(hidden, self.mlp_norm, intervention, cut)
+        if self.residual_scale != 1.0:
+            output = output * self.residual_scale
         return site_value(intervention, Site.RESIDUAL, output)
 
     def mlp_update(
-        self, hidden: torch.Tensor, norm: nn.Module, intervention: LayerIntervention | None = None
+        self,
+        hidden: torch.Tensor,
+        norm: nn.Module,
+        intervention: LayerIntervention | None = None,
+        cut: torch.Tensor | None = None,
     ) -> torch.Tensor:
         assert self.mlp is not None
-        update = self.mlp(norm(hidden))
+        update = self.mlp(norm(hidden)) if cut is None else self.mlp(norm(hidden), cut)
         update = update if self.post_mlp_norm is None else self.post_mlp_norm(update)
         return site_value(intervention, Site.MLP, update)
 
     def forward(self, hidden: torch.Tensor, intervention: LayerIntervention | None = None) -> torch.Tensor:
         prepared = self.mixer_inputs(hidden)
-        return self.finish(hidden, self.mixer.mixing(prepared, intervention), prepared, intervention)
+        cut = intervention.mlp_cut(self.mlp_lookback) if intervention is not None and self.mlp_lookback else None
+        return self.finish(hidden, self.mixer.mixing(prepared, intervention), prepared, intervention, cut)
 
 
 def site_value(intervention: LayerIntervention | None, site: Site, value: torch.Tensor) -> torch.Tensor:

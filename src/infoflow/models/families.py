@@ -75,6 +75,8 @@ FAMILIES: tuple[Family, ...] = (
     Family("olmo_hybrid", ("olmo_hybrid",), "infoflow.models.olmo_hybrid"),
     Family("recurrent_gemma", ("recurrent_gemma",), "infoflow.models.recurrent_gemma"),
     Family("qwen3_5", ("qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text"), "infoflow.models.qwen3_5"),
+    Family("rwkv", ("rwkv",), "infoflow.models.rwkv"),
+    Family("xlstm", ("xlstm",), "infoflow.models.xlstm"),
 )
 
 

@@ -19,6 +19,17 @@ class KnockoutMode(StrEnum):
     WRITE_AND_ERASE = "write-and-erase"
     # delta rule: zero-attention removes the source's write only (its erasure of earlier memory stays)
     WRITE_ONLY = "zero-attention"
+    # normalised mixers (RWKV-4's WKV, mLSTM): zero-attention removes the source from the numerator and from the
+    # normaliser, so the row renormalises (as attention's softmax does); RENORMALIZE is another name for it
+    RENORMALIZE = "zero-attention"
+    # normalised mixers: the source leaves the numerator only; the normaliser keeps its weight
+    NUMERATOR_ONLY = "numerator-only"
+
+    @property
+    def changes_sources(self) -> bool:
+        """The mode changes the blocked sources themselves for the target's view (their gate, write or step), so
+        each target row needs its own materialisation; the other modes remove entries of the target's row only."""
+        return self in (KnockoutMode.ZERO_DELTA, KnockoutMode.WRITE_AND_ERASE)
 
 
 class MixerKind(StrEnum):
@@ -32,6 +43,8 @@ class MixerKind(StrEnum):
     GATED_DELTA = "gated_delta"  # Gated DeltaNet: the gated delta rule, one scalar gate per head
     RG_LRU = "rg_lru"  # RecurrentGemma: a gated diagonal recurrence, one decay per channel
     SHORT_CONV = "short_conv"  # LFM2: a gated short convolution (a banded mixing, no state beyond the kernel)
+    RWKV = "rwkv"  # RWKV-4: the WKV, a softmax over positions with a fixed decay per channel
+    MLSTM = "mlstm"  # xLSTM's mLSTM: a matrix memory with exponential gates and a normaliser
 
     @property
     def is_recurrent(self) -> bool:

@@ -218,6 +218,11 @@ MODELS: tuple[ModelEntry, ...] = (
         )
         for size in ("350M", "700M", "1.2B")
     ),
+    *(
+        _hub(f"rwkv4-{size}", f"RWKV/rwkv-4-{size}-pile", "rwkv", n_layers, f"RWKV-4 {size.upper()} (Pile)")
+        for size, n_layers in (("169m", 12), ("430m", 24), ("1b5", 24), ("3b", 32), ("7b", 32), ("14b", 40))
+    ),
+    _hub("xlstm-7b", "NX-AI/xLSTM-7b", "xlstm", 32, "xLSTM 7B (mLSTM, matrix memory with exponential gates)"),
 )
 
 

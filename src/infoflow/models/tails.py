@@ -95,9 +95,9 @@ class TailRows:
         return padded[self.prompt, self.rank]
 
 
-def join_positions(prefix: Any, tail: Any, start: int, rows: TailRows) -> Any:
-    """Positions ``< start`` of ``prefix`` (the clean run of P prompts, each row reading its own prompt's)
-    followed by all of ``tail`` [A, T - start]."""
+def join_positions(prefix: Any, tail: Any, start: int, rows: TailRows, first: int = 0) -> Any:
+    """Positions ``first..start-1`` of ``prefix`` (the clean run of P prompts, each row reading its own
+    prompt's) followed by all of ``tail`` [A, T - start]."""
     return map_tensor_fields(
-        tail, lambda name, value: torch.cat([rows.gather(getattr(prefix, name)[:, :start]), value], dim=1)
+        tail, lambda name, value: torch.cat([rows.gather(getattr(prefix, name)[:, first:start]), value], dim=1)
     )

@@ -174,7 +174,12 @@ class CallSiteBlock(Block):
     slot (``mixer_norm`` reads [h, e]; h and e pass unchanged)."""
 
     def finish(
-        self, hidden: torch.Tensor, mixed: torch.Tensor, prepared: Any, intervention: LayerIntervention | None = None
+        self,
+        hidden: torch.Tensor,
+        mixed: torch.Tensor,
+        prepared: Any,
+        intervention: LayerIntervention | None = None,
+        cut: torch.Tensor | None = None,
     ) -> torch.Tensor:
         assert self.mlp is not None and self.mlp_norm is not None
         update = site_value(intervention, Site.MIXER, self.mixer.project(mixed, prepared))
@@ -186,7 +191,12 @@ class MambaBlock(Block):
     """``h = h + Mamba2(norm(h + t))``, t cleared (``mixer_norm`` reads h + t)."""
 
     def finish(
-        self, hidden: torch.Tensor, mixed: torch.Tensor, prepared: Any, intervention: LayerIntervention | None = None
+        self,
+        hidden: torch.Tensor,
+        mixed: torch.Tensor,
+        prepared: Any,
+        intervention: LayerIntervention | None = None,
+        cut: torch.Tensor | None = None,
     ) -> torch.Tensor:
         h, e, t = hidden.chunk(3, dim=-1)
         update = site_value(intervention, Site.MIXER, self.mixer.project(mixed, prepared))
