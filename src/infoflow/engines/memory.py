@@ -301,7 +301,9 @@ def knockouts_need(engine: Engine, requests: Sequence[tuple[int, Sequence[Knocko
     for seq_len, knockouts in requests:
         by_length.setdefault(seq_len, []).append(knockout_shapes(knockouts))
     max_prompts = int(getattr(engine, "max_prompts", 1))
-    max_rows = int(getattr(engine, "max_batch", None) or DEFAULT_BATCH)
+    max_batch = getattr(engine, "max_batch", None)
+    # on a GPU without a set batch the engine sizes tail passes to the free memory, down to one row
+    max_rows = int(max_batch or (1 if engine.device.type == "cuda" else DEFAULT_BATCH))
     need = max(
         memory.knockout_bytes(seq_len, shapes[first : first + max_prompts], max_rows)
         for seq_len, shapes in by_length.items()
