@@ -1,17 +1,21 @@
-"""Measure a chunk job's peak memory next to its prediction, in a process of its own (run by
-``tests/test_reliability_memory.py``): ``python -m tests.memory_probe MODEL KIND LENGTH...`` prints one JSON
-line per length, {"tokens", "predicted", "measured"} in bytes.
+"""Measure chunk jobs' peak memory next to their prediction, in a process of its own (run by
+``tests/test_reliability_memory.py``): ``python -m tests.memory_probe MODEL:KIND:LENGTH,... ...`` prints one JSON
+line per length, {"model", "kind", "tokens", "predicted", "measured"} in bytes.
 
-The measured peak is the process's peak resident memory (ru_maxrss) after the job less its resident memory
-before it: an upper bound of what the job added at its peak (lengths run in increasing order, so each sets a new
-peak; where one does not, the difference only overstates it).
+The measured peak is the most anonymous resident memory (RssAnon: what allocations hold, not the pages of
+libraries and files, which the kernel drops and reads again under memory pressure) seen during the job, sampled
+every millisecond, less that before it; before each job the C allocator returns its free memory to the system
+(glibc's ``malloc_trim``), so that what the job reuses is counted.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import json
-import resource
 import sys
+import threading
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -33,13 +37,27 @@ class Context:
     engine: Engine
 
 
-def resident() -> int:
+def anonymous() -> int:
     status = Path("/proc/self/status").read_text()
-    return next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:"))
+    return next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("RssAnon:"))
 
 
-def peak() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+class PeakSampler(threading.Thread):
+    """The most anonymous resident memory seen while it runs, sampled every millisecond."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak = anonymous()
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.001):
+            self.peak = max(self.peak, anonymous())
+
+    def stop(self) -> int:
+        self.done.set()
+        self.join()
+        return max(self.peak, anonymous())
 
 
 def long_prompt(tokens: int) -> FactPrompt:
@@ -57,8 +75,13 @@ JOBS = {
 }
 
 
-def main(model: str, kind: str, lengths: list[int]) -> None:
-    torch.set_num_threads(1)
+def trim() -> None:
+    """Give the C allocator's free memory back to the system (glibc; elsewhere nothing)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def probe(model: str, kind: str, lengths: list[int]) -> None:
     loaded = load_model(model)
     engine = make_engine("reference" if kind == "attention" else "fast", loaded.model)
     job = JOBS[kind](loaded.model.n_layers)(Context(loaded, engine))
@@ -66,14 +89,23 @@ def main(model: str, kind: str, lengths: list[int]) -> None:
         prompt = long_prompt(tokens)
         chunk = [(prompt, find_spans_many(loaded.tokenizer, [prompt])[0])]
         predicted = job.needs(chunk)
-        before = resident()
+        gc.collect()
+        trim()
+        before = anonymous()
+        sampler = PeakSampler()
+        sampler.start()
         results = job(chunk)
-        measured = peak() - before
+        measured = sampler.stop() - before
         assert not any(isinstance(r, Exception) for r in results), results
         del results
         if tokens != 8:
-            print(json.dumps({"tokens": chunk[0][1].num_tokens, "predicted": predicted, "measured": measured}))
+            tokens = chunk[0][1].num_tokens
+            print(json.dumps({"model": model, "kind": kind, "tokens": tokens, "predicted": predicted,
+                              "measured": measured}), flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], [int(n) for n in sys.argv[3:]])
+    torch.set_num_threads(1)
+    for spec in sys.argv[1:]:
+        name, kind, lengths = spec.split(":")
+        probe(name, kind, [int(n) for n in lengths.split(",")])

@@ -38,7 +38,7 @@ FP32 = 4
 SLACK = 1.5  # predictions are sums of the big tensors; torch's temporaries and the allocator add to them
 BASE = 64 * 2**20  # bytes: small tensors, Python objects and the allocator's own memory during a chunk
 DECODE_COPIES = 3  # Mamba-1's decode step: decays, inputs and contributions [P, T, Di, N] alive at once
-TERMS_COPIES = 5  # the hidden attention: segment sums, their exp and the masked matrix, as the mixers form them
+TERMS_COPIES = 8  # the hidden attention: segment sums (masked, flipped, summed, shifted), their exp, the einsum
 
 
 @dataclass(frozen=True)

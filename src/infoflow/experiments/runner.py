@@ -242,7 +242,7 @@ def run_chunk(usable: Chunk, job: ChunkJob, mark: Mark | None = None) -> list[Ro
     runs again prompt by prompt, and a prompt that does not fit alone gets a ``PromptError`` instead of ending the
     run. ``mark`` is told each chunk (with its predicted need and the memory free) before it computes."""
     need, free = memory_check(usable, job)
-    if need is not None and free is not None and need > free:
+    if isinstance(job, SizedJob) and need is not None and free is not None and need > free:
         if len(usable) > 1:
             return [result for item in usable for result in run_chunk([item], job, mark)]
         return [memory_error(usable, job, need, free)]
