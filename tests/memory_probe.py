@@ -25,8 +25,10 @@ import torch
 from infoflow.data import FactPrompt, load_dataset
 from infoflow.data.spans import find_spans_many
 from infoflow.engines.base import Engine, make_engine
-from infoflow.experiments.experiments import attention_job, evaluation_job, heatmap_job, info_flow_job
-from infoflow.experiments.plans import InfoFlowParams, KnockoutOptions
+from infoflow.experiments.attention import AttentionParams, attention_job
+from infoflow.experiments.evaluate import EvaluateParams, evaluation_job
+from infoflow.experiments.heatmap import HeatmapParams, heatmap_job
+from infoflow.experiments.info_flow import InfoFlowParams, info_flow_job
 from infoflow.models import load_model
 from infoflow.models.load import LoadedModel
 
@@ -69,9 +71,9 @@ def long_prompt(tokens: int) -> FactPrompt:
 
 JOBS = {
     "info_flow": lambda n_layers: partial(info_flow_job, InfoFlowParams(window_sizes=(n_layers // 2,))),
-    "heatmap": lambda n_layers: partial(heatmap_job, n_layers // 2, KnockoutOptions()),
-    "evaluate": lambda n_layers: partial(evaluation_job, 5),
-    "attention": lambda n_layers: partial(attention_job, list(range(n_layers)), False),
+    "heatmap": lambda n_layers: partial(heatmap_job, HeatmapParams(n_layers // 2)),
+    "evaluate": lambda n_layers: partial(evaluation_job, EvaluateParams()),
+    "attention": lambda n_layers: partial(attention_job, AttentionParams(tuple(range(n_layers)))),
 }
 
 

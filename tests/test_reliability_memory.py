@@ -93,10 +93,10 @@ def test_prompt_too_long_for_the_memory_limit_is_recorded_and_the_run_completes(
 VICTIM = 3  # the synthetic prompt the out-of-memory killer "ends"
 KILLER = """
 import os, signal, sys
-from infoflow.experiments import experiments, in_flight, runner
+from infoflow.experiments import in_flight, jobs, runner
 kills = int(sys.argv[1])
 in_flight.oom_kills = lambda: kills  # the machine's out-of-memory kill count, as the test sets it
-knockout_job = experiments.knockout_job
+knockout_job = jobs.knockout_job
 
 def dying(context, plan_of, rows_of):  # the process dies while the victim computes, as an OOM kill ends it
     job = knockout_job(context, plan_of, rows_of)
@@ -106,7 +106,7 @@ def dying(context, plan_of, rows_of):  # the process dies while the victim compu
         return job(chunk)
     return runner.SizedJob(run, job.needs, job.device)
 
-experiments.knockout_job = dying
+jobs.knockout_job = dying
 from infoflow.cli import main
 sys.argv[1:] = sys.argv[2:]
 main()
