@@ -79,7 +79,7 @@ def test_a_new_store_has_a_row_table_per_experiment(tmp_path: Path) -> None:
     ResultsStore.open(path).close()
     recall = {"sublayer_knockout", "causal_tracing", "vocab_projection"}
     assert set(registry.EXPERIMENTS) == {"evaluate", "info_flow", "heatmap", "attention", *recall}
-    assert table_names(path) == {*registry.EXPERIMENTS, "errors", "completed", "runs", "infoflow_meta"}
+    assert table_names(path) == {*registry.EXPERIMENTS, "errors", "completed", "in_flight", "runs", "infoflow_meta"}
     for kind, experiment in registry.EXPERIMENTS.items():
         assert experiment.table.name == kind
         keys = [c.key for c in experiment.columns]

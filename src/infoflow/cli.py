@@ -6,6 +6,7 @@ and every argument error: each command imports what it runs.
 
 from __future__ import annotations
 
+import errno
 import functools
 import inspect
 import sys
@@ -174,22 +175,44 @@ EXPECTED_ERRORS = (
 BUILTIN_EXPECTED_ERRORS: tuple[type[Exception], ...] = (CliError, FileNotFoundError, ValueError, ConnectionError)
 
 
+# An OSError of these kinds is the file system refusing a write (permissions, read-only, full); others are bugs.
+DENIED = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+debug = False  # --debug: show the traceback of every failure
+
+
 def expected_errors() -> tuple[type[Exception], ...]:
     imported = [getattr(sys.modules[module], name) for module, name in EXPECTED_ERRORS if module in sys.modules]
     return (*BUILTIN_EXPECTED_ERRORS, *imported)
 
 
-def run_command(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run a command body; expected failures print one clear line and exit 1, Ctrl-C exits 130."""
+def error_line(error: Exception, writes: str) -> str | None:
+    """The one line an expected failure is shown as (None: not expected); ``writes`` says how the command's user
+    chooses where it writes (e.g. ``--out``)."""
+    if isinstance(error, OSError) and error.errno in DENIED | FULL:
+        place = f" {error.filename}" if error.filename else ""
+        fix = "free disk space, or write elsewhere" if error.errno in FULL else "write to a folder you can write to"
+        return f"cannot write{place}: {error.strerror or error}; {fix} ({writes})"
+    if not isinstance(error, expected_errors()):
+        return None
+    from infoflow.errors import cli_message
+
+    return cli_message(error)
+
+
+def run_command(function: Callable[..., Any], *args: Any, writes: str = "--out", **kwargs: Any) -> Any:
+    """Run a command body; expected failures print one clear line and exit 1 (``--debug``: with the traceback),
+    Ctrl-C exits 130. ``writes``: how the user chooses where the command writes."""
     try:
         return function(*args, **kwargs)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: finished prompts are stored; run the same command again to resume")
         raise typer.Exit(130) from None
     except Exception as error:
-        if not isinstance(error, expected_errors()):
+        line = error_line(error, writes)
+        if line is None or debug:
             raise
-        console.print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True)  # one line, whatever the width
+        console.print(f"[red]error:[/] {escape(line)}", soft_wrap=True)  # one line, whatever the width
         raise typer.Exit(1) from None
 
 
@@ -244,7 +267,7 @@ def run_options(fixed: Mapping[str, Any] | None = None, **defaults: Any) -> Call
         @functools.wraps(command)
         def wrapper(**values: Any) -> None:
             options = {**fixed, **{p.name: values.pop(p.name) for p in shared}}
-            run_command(lambda: command(run_request(**options), **values))
+            run_command(lambda: command(run_request(**options), **values), writes="--store")
 
         wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
         wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
@@ -274,6 +297,13 @@ def print_done(kind: str, run_id: str, context) -> None:
     )
 
 
+def store_flag(request: RunRequest) -> str:
+    """`` --store PATH`` where the command was given one, for the commands it prints to copy."""
+    import shlex
+
+    return "" if request.store is None else f" --store {shlex.quote(str(request.store))}"
+
+
 def print_version(asked: bool) -> None:
     if asked:
         from infoflow.store.manifest import package_version
@@ -287,8 +317,12 @@ def main_options(
     version: Annotated[
         bool, typer.Option("--version", callback=print_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    show_traceback: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback of a failure instead of its one-line error.")
+    ] = False,
 ) -> None:
-    pass
+    global debug
+    debug = show_traceback
 
 
 @app.command()
@@ -404,7 +438,7 @@ def info_flow_command(
         context, chosen = run.choose()
         run_id = info_flow(context, chosen, params)
         print_done("info-flow", run_id, context)
-        out.print(f"figures and tables: infoflow report {run_id}")
+        out.print(f"figures and tables: infoflow report {run_id}{store_flag(request)}", highlight=False)
 
 
 @app.command(name="heatmap")
@@ -431,7 +465,7 @@ def heatmap_command(
         context, chosen = run.choose()
         run_id = EXPERIMENT.run(context, chosen, params)
         print_done("heatmap", run_id, context)
-        out.print(f"figures: infoflow report {run_id}")
+        out.print(f"figures: infoflow report {run_id}{store_flag(request)}", highlight=False)
 
 
 @app.command(name="attention")
@@ -449,7 +483,7 @@ def attention_command(
         context, chosen = run.choose()
         run_id = attention(context, chosen, layers, per_feature)
         print_done("attention", run_id, context)
-        out.print(f"export: infoflow runs export {run_id} attention.parquet")
+        out.print(f"export: infoflow runs export {run_id} attention.parquet{store_flag(request)}", highlight=False)
 
 
 class FigureFormat(StrEnum):
@@ -657,7 +691,7 @@ def runs_label(
         tagged = f" (tags: {', '.join(run.tags)})" if run.tags else ""
         out.print(f"run {run.run_id}: {run.name}{tagged}", highlight=False)
 
-    run_command(body)
+    run_command(body, writes="--store")
 
 
 @runs_app.command("export")
@@ -678,7 +712,7 @@ def runs_export(
             written = results.export(run_id, path, table=table)
         out.print(f"wrote {written}")
 
-    run_command(body)
+    run_command(body, writes="the PATH argument")
 
 
 @runs_app.command("export-spec")
@@ -720,7 +754,7 @@ def runs_delete(
             results.delete_run(run_id)
         out.print(f"deleted {run_id}")
 
-    run_command(body)
+    run_command(body, writes="--store")
 
 
 @app.command()

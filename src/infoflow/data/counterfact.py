@@ -16,6 +16,7 @@ import numpy as np
 from infoflow.data.errors import DatasetError, DatasetUnavailableError
 from infoflow.data.prompts import FactPrompt
 from infoflow.data.records import Table, read_table, table_to_prompts
+from infoflow.errors import with_cli_message
 from infoflow.extras import install_command
 
 HUB_ID = "NeelNanda/counterfact-tracing"
@@ -47,17 +48,21 @@ def _hub_table() -> Table:
     try:
         import datasets
     except ImportError as e:
-        raise DatasetUnavailableError(
-            f"loading {HUB_ID} from the hub needs the 'datasets' package ({install_command('hub-data')}), "
-            "or pass a local file: load_dataset('counterfact', path='counterfact.parquet')"
+        needs = f"loading {HUB_ID} from the hub needs the 'datasets' package ({install_command('hub-data')}), or pass"
+        raise with_cli_message(
+            DatasetUnavailableError(f"{needs} a local file: load_dataset('counterfact', path='counterfact.parquet')"),
+            f"{needs} a local file with --dataset-file counterfact.parquet",
         ) from e
     try:
         dataset = datasets.load_dataset(HUB_ID, split="train")
     except Exception as e:  # the hub client raises many kinds (ConnectionError, OSError, HfHubHTTPError, ...)
-        raise DatasetUnavailableError(
+        unavailable = (
             f"could not load {HUB_ID} from the Hugging Face hub ({type(e).__name__}: {e}). Without network, "
-            "get the train split as a Parquet/JSON file elsewhere and pass it: "
-            "load_dataset('counterfact', path='counterfact.parquet')"
+            "get the train split as a Parquet/JSON file elsewhere and pass it"
+        )
+        raise with_cli_message(
+            DatasetUnavailableError(f"{unavailable}: load_dataset('counterfact', path='counterfact.parquet')"),
+            f"{unavailable} with --dataset-file counterfact.parquet",
         ) from e
     return Table(list(dataset.column_names), dataset.to_list(), HUB_ID)
 

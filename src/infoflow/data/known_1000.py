@@ -11,6 +11,7 @@ from pathlib import Path
 from infoflow.data.errors import DatasetError, DatasetUnavailableError
 from infoflow.data.prompts import FactPrompt, as_continuation
 from infoflow.data.records import read_table, table_to_prompts
+from infoflow.errors import with_cli_message
 
 URL = "https://rome.baulab.info/data/dsets/known_1000.json"
 FILE_NAME = "known_1000.json"
@@ -46,9 +47,12 @@ def _download() -> Path:
         with urllib.request.urlopen(URL, timeout=DOWNLOAD_TIMEOUT_S) as response:
             data = response.read()
     except (urllib.error.URLError, OSError) as e:
-        raise DatasetUnavailableError(
-            f"could not download known_1000 from {URL} ({e}). Without network, fetch that file elsewhere and "
-            f"pass it: load_dataset('known_1000', path='known_1000.json'), or put it at {target}"
+        unavailable = f"could not download known_1000 from {URL} ({e}). Without network, fetch that file elsewhere and"
+        raise with_cli_message(
+            DatasetUnavailableError(
+                f"{unavailable} pass it: load_dataset('known_1000', path='known_1000.json'), or put it at {target}"
+            ),
+            f"{unavailable} pass it with --dataset-file known_1000.json, or put it at {target}",
         ) from e
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".part")

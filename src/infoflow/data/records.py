@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from infoflow.data.errors import DatasetError
 from infoflow.data.prompts import FactPrompt
+from infoflow.errors import with_cli_message
 
 FIELDS = ("prompt", "subject", "target", "relation")
 REQUIRED = ("prompt", "subject", "target")
@@ -86,9 +87,11 @@ def table_to_prompts(
         mapping[SPLIT_COLUMN] = SPLIT_COLUMN
     missing = [f"{mapping[name]!r} (for {name})" for name in needed if mapping[name] not in table.columns]
     if missing:
-        raise DatasetError(
-            f"{table.source}: missing column(s) {', '.join(missing)}; available columns: {table.columns}. "
-            'Map them with columns={"prompt": ..., "subject": ..., "target": ...}.'
+        problem = f"{table.source}: missing column(s) {', '.join(missing)}; available columns: {table.columns}."
+        raise with_cli_message(
+            DatasetError(f'{problem} Map them with columns={{"prompt": ..., "subject": ..., "target": ...}}.'),
+            f"{problem} Rename the file's columns to {', '.join(REQUIRED)} (each prompt's subject and the target "
+            "that follows it).",
         )
     relation_column = mapping["relation"] if mapping["relation"] in table.columns else None
     used = {mapping[name] for name in REQUIRED} | {relation_column}

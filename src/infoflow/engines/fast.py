@@ -78,7 +78,7 @@ class Tail:
 
     prompt: int  # its prompt's index in the clean run
     slot: int  # its row in the results of all the clean run's knockouts (prompt-major)
-    edges: int  # its edge set, an index into the clean batch's blocked matrices
+    edges: int  # its edge set, an index into its group's blocked rows
     layers: frozenset[int]
     features: FeatureSelection
 
@@ -92,7 +92,7 @@ class TailGroup:
     """Knockouts of a clean batch that share first target, mode and strictness, and so one tail shape."""
 
     clean: CleanRun
-    blocked: torch.Tensor  # bool [E, T, T]: the clean batch's distinct edge sets
+    blocked: torch.Tensor  # bool [E, T - start, T]: the group's distinct edge sets, target rows start..T-1
     start: int  # the first target: tails compute positions start..T-1
     mode: KnockoutMode
     strict: bool
@@ -102,7 +102,8 @@ class TailGroup:
 class LayerRows:
     """What one layer does to the A rows of a tail pass."""
 
-    blocked: torch.Tensor  # bool [A, T, T]: the edges each row blocks in this layer (none where not knocked)
+    blocked: torch.Tensor  # bool [A, T - start, T]: the edges each row blocks in this layer, target rows
+    # start..T-1 (none where not knocked): memory linear in T for target = last
     exempt: torch.Tensor | None  # bool [A, F]: features a row leaves untouched (None: none anywhere)
     mode: KnockoutMode
     strict: bool
@@ -112,7 +113,10 @@ class LayerRows:
         only; a row whose every feature is exempt leaves the layer untouched); None: nothing is cut."""
         if not self.strict:
             return None
-        cut = lookback_cut(self.blocked, lookback)
+        n_rows, n_targets, seq_len = self.blocked.shape
+        blocked = self.blocked.new_zeros(n_rows, seq_len, seq_len)  # [A, T, T]: no edge into a row before start
+        blocked[:, seq_len - n_targets :] = self.blocked
+        cut = lookback_cut(blocked, lookback)
         if self.exempt is not None:
             cut = cut & ~self.exempt.all(dim=-1)[:, None, None]
         return cut
@@ -144,7 +148,7 @@ def mix_rows(
     decode_step: bool,
     rows: TailRows,
 ) -> torch.Tensor:
-    """[A, T - start, F, P] with ``blocked`` [A, T, T] edges removed.
+    """[A, T - start, F, P] with ``blocked`` [A, T - start, T] edges (target rows start..T-1) removed.
 
     A single tail row under zero-attention is a decode step (``mix_last_row``). Otherwise the hidden attention
     of the tail rows is materialised: zero-attention (and numerator-only) blocks its entries only, so one
@@ -153,6 +157,8 @@ def mix_rows(
     if decode_step:
         return mixer.mix_last_row(prefix, tail, blocked[:, -1], rows)[:, None]
     seq_len = blocked.shape[-1]
+    tail_rows, blocked = blocked, blocked.new_zeros(len(blocked), seq_len, seq_len)  # [A, T, T], as terms take it
+    blocked[:, start:] = tail_rows
     positions = torch.arange(start, seq_len, device=blocked.device)
     joined = join_positions(prefix, tail, start, rows)
     if not (mode.changes_sources or strict) or len(positions) == 1:
@@ -341,24 +347,26 @@ class FastEngine(Engine):
         # every row starts as its prompt's clean probabilities; knocked rows are overwritten below
         repeats = to_device_async(torch.tensor(counts), self.device)
         results = clean.probabilities.repeat_interleave(repeats, dim=0, output_size=sum(counts))
-        edge_sets: dict[tuple[tuple[int, int], ...], int] = {}  # each distinct edge set, numbered
+        # per group (first target, mode, strictness): its distinct edge sets, numbered, and its tails
+        edge_sets: dict[tuple[int, KnockoutMode, bool], dict[tuple[tuple[int, int], ...], int]] = defaultdict(dict)
         groups: dict[tuple[int, KnockoutMode, bool], list[Tail]] = defaultdict(list)
         slot = 0
         for prompt, prompt_knockouts in enumerate(knockouts):
             for knockout in prompt_knockouts:
                 if knockout is not None:  # every knockout is checked, also those that block nothing
                     check_knockout(self.model, knockout)
-                    edges = edge_sets.setdefault(knockout.edges, len(edge_sets))
+                    knockout.check_in_prompt(seq_len)
                     if knockout.first_target is not None and knockout.layers:
-                        tail = Tail(prompt, slot, edges, frozenset(knockout.layers), knockout.features)
-                        groups[(knockout.first_target, knockout.mode, knockout.strict)].append(tail)
+                        key = (knockout.first_target, knockout.mode, knockout.strict)
+                        edges = edge_sets[key].setdefault(knockout.edges, len(edge_sets[key]))
+                        groups[key].append(Tail(prompt, slot, edges, frozenset(knockout.layers), knockout.features))
                 slot += 1
-        # [E, T, T]; building them checks that every edge lies in the prompt
-        matrices = [Knockout(edges, ()).blocked_matrix(seq_len) for edges in edge_sets]
-        if not groups:
-            return results
-        blocked = to_device_async(torch.stack(matrices), self.device)
         for (start, mode, strict), tails in groups.items():
+            # [E, T - start, T]: only the rows a tail computes, so that target = last costs memory linear in T
+            rows = [
+                Knockout(edges, ()).blocked_matrix(seq_len, first_row=start) for edges in edge_sets[start, mode, strict]
+            ]
+            blocked = to_device_async(torch.stack(rows), self.device)
             tails.sort(key=lambda tail: (tail.first_layer, tail.prompt))
             self.run_in_batches(TailGroup(clean, blocked, start, mode, strict), tails, results)
         return results
@@ -434,7 +442,7 @@ class TailPlan:
     """What each layer does to the rows of one tail pass, as device tensors built once per pass."""
 
     engine: FastEngine
-    blocked: torch.Tensor  # bool [A, T, T]: each row's edges
+    blocked: torch.Tensor  # bool [A, T - start, T]: each row's edges (target rows start..T-1)
     in_layer: torch.Tensor  # bool [L, A]: the row knocks out layer l
     knocked_layers: frozenset[int]  # layers some row knocks out
     selections: tuple[FeatureSelection, ...]  # the distinct feature selections that exempt features
@@ -442,7 +450,7 @@ class TailPlan:
 
     @classmethod
     def of(cls, engine: FastEngine, blocked: torch.Tensor, tails: Sequence[Tail]) -> TailPlan:
-        """The plan of ``tails``, whose edge sets index ``blocked`` [E, T, T]."""
+        """The plan of ``tails``, whose edge sets index ``blocked`` [E, T - start, T]."""
         device = engine.device
         rows = [row for row, tail in enumerate(tails) for _ in tail.layers]
         layers = [layer for tail in tails for layer in tail.layers]

@@ -9,7 +9,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from infoflow.experiments.experiment import Block, Experiment, FigureOptions, Heading, TableBlock, Text
-from infoflow.experiments.runner import ChunkJob, ModelContext, Rows, RunContext, run_each, with_ids
+from infoflow.experiments.runner import ChunkJob, ModelContext, Rows, RunContext, SizedJob, run_each, with_ids
 from infoflow.store.schema import key, value
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ def attention_job(params: AttentionParams, context: ModelContext) -> ChunkJob:
     """The chunk job of ``attention``: prompt by prompt."""
     import torch
 
+    from infoflow.engines.memory import MemoryModel, memory_model
     from infoflow.experiments.jobs import non_finite_error, prompt_ids
 
     model = context.loaded.model
@@ -70,7 +71,12 @@ def attention_job(params: AttentionParams, context: ModelContext) -> ChunkJob:
                 ]
         return with_ids(prompt, rows)
 
-    return partial(run_each, job=job)
+    def needs(chunk: list[tuple[FactPrompt, TokenSpans]]) -> int:  # prompt by prompt: the longest
+        longest = max(spans.num_tokens for _, spans in chunk)
+        layers = len(params.layers or ())
+        return MemoryModel.total(memory_model(model).attention_bytes(longest, layers, params.per_feature))
+
+    return SizedJob(partial(run_each, job=job), needs, context.engine.device)
 
 
 def report(frame: pd.DataFrame, options: FigureOptions) -> list[Block]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from infoflow.experiments.experiment import Block, Experiment, FigureOptions, Heading, TableBlock
-from infoflow.experiments.runner import ChunkJob, ModelContext, Rows, RunContext, with_ids
+from infoflow.experiments.runner import ChunkJob, ModelContext, Rows, RunContext, SizedJob, with_ids
 from infoflow.store.schema import value
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ def evaluation_job(params: EvaluateParams, context: ModelContext) -> ChunkJob:
     """The chunk job of ``evaluate``: one right-padded batch per chunk."""
     import torch
 
+    from infoflow.engines.memory import MemoryModel, memory_model
     from infoflow.experiments.jobs import non_finite_error
 
     tokenizer = context.loaded.tokenizer
@@ -64,6 +65,10 @@ def evaluation_job(params: EvaluateParams, context: ModelContext) -> ChunkJob:
             evaluation_row(prompt, spans, p) if ok else non_finite_error(context, prompt, spans)
             for (prompt, spans), p, ok in zip(chunk, probabilities, finite, strict=True)
         ]
+
+    def needs(chunk: list[tuple[FactPrompt, TokenSpans]]) -> int:  # one right-padded batch, logits everywhere
+        longest = max(spans.num_tokens for _, spans in chunk)
+        return MemoryModel.total(memory_model(context.loaded.model).clean_bytes(len(chunk), longest, True))
 
     def evaluation_row(prompt: FactPrompt, spans: TokenSpans, probabilities: torch.Tensor) -> Rows:
         p0 = probabilities[spans.target_id].item()
@@ -86,7 +91,7 @@ def evaluation_job(params: EvaluateParams, context: ModelContext) -> ChunkJob:
         }
         return with_ids(prompt, [row])
 
-    return chunk_job
+    return SizedJob(chunk_job, needs, context.engine.device)
 
 
 def report(frame: pd.DataFrame, options: FigureOptions) -> list[Block]:

@@ -10,8 +10,9 @@ import torch
 from infoflow.data.prompts import FactPrompt
 from infoflow.data.spans import PromptError, TokenSpans
 from infoflow.engines.base import TargetScores
+from infoflow.engines.memory import knockouts_need
 from infoflow.experiments.plans import PlannedKnockout
-from infoflow.experiments.runner import ChunkJob, ModelContext, Rows
+from infoflow.experiments.runner import ChunkJob, ModelContext, Rows, SizedJob
 from infoflow.interventions.layer_knockout import layer_knockouts
 
 
@@ -44,6 +45,15 @@ def knockout_job(
             for (prompt, spans), plan in zip(chunk, plans, strict=True)
         ]
 
+    def needs(chunk: list[tuple[FactPrompt, TokenSpans]]) -> int:
+        requests = []
+        for _, spans in chunk:
+            try:
+                requests.append((spans.num_tokens, [k.knockout for k in plan_of(spans)]))
+            except PromptError:
+                continue  # costs nothing
+        return knockouts_need(context.engine, requests) if requests else 0
+
     def checked_rows(
         prompt: FactPrompt, spans: TokenSpans, plan: list[PlannedKnockout], scores: TargetScores
     ) -> Rows | PromptError:
@@ -53,7 +63,7 @@ def knockout_job(
         first = int((~finite).nonzero()[0])  # 0: the clean run, k: the k-th planned knockout
         return non_finite_error(context, prompt, spans, None if first == 0 else plan[first - 1])
 
-    return job
+    return SizedJob(job, needs, context.engine.device)
 
 
 @torch.no_grad()

@@ -11,6 +11,7 @@ reduction orders) move results by more than that, so a run started on a GPU neve
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,11 +21,14 @@ from rich.console import Console
 
 from infoflow.data.prompts import FactPrompt
 from infoflow.data.spans import PromptError, TokenSpans, find_spans_many
+from infoflow.experiments.in_flight import Flight, landed
 from infoflow.experiments.progress import progress_bar
 from infoflow.naming import short_model_name
-from infoflow.store import Manifest, ResultsStore, Run, StoreWarning
+from infoflow.store import Manifest, ResultsStore, Run, StoreError, StoreWarning
 
 if TYPE_CHECKING:  # experiment modules import this module's types without torch
+    import torch
+
     from infoflow.engines.base import Engine
     from infoflow.models.load import LoadedModel
 
@@ -45,6 +49,21 @@ class ModelContext(Protocol):
 
 
 JobFactory = Callable[[ModelContext], ChunkJob]  # picklable (a module-level function or a partial of one)
+Mark = Callable[[Chunk, int | None, int | None], None]  # a chunk about to compute, its need and the memory free
+
+
+@dataclass(frozen=True)
+class SizedJob:
+    """A chunk job that predicts a chunk's peak memory in bytes on ``device`` (``infoflow.engines.memory``), so
+    that a chunk that does not fit in the memory available runs prompt by prompt, and a prompt that does not fit
+    alone is refused with its need instead of taking the machine down."""
+
+    job: ChunkJob
+    needs: Callable[[Chunk], int]
+    device: torch.device
+
+    def __call__(self, chunk: Chunk) -> list[Rows | PromptError]:
+        return self.job(chunk)
 
 
 class ChunkExecutor(Protocol):
@@ -105,6 +124,7 @@ def run_prompts(
         n_prompts=len(prompts),
     )
     run = start_run(context, manifest)
+    alone = land_in_flight(context.store, run.run_id)
     done = context.store.completed_prompts(run.run_id)
     todo = [p for p in prompts if p.prompt_id not in done]
     status = "partial"
@@ -115,15 +135,37 @@ def run_prompts(
             usable = usable_prompts(context, run.run_id, todo)
             progress.advance(task, len(todo) - len(usable))  # prompts whose reason for being skipped is stored
             usable.sort(key=lambda item: item[1].num_tokens)  # stable: equal lengths keep their order
-            size = chunk_size or context.engine.prompts_per_call
-            chunks = [usable[start : start + size] for start in range(0, len(usable), size)]
-            for index, rows in compute_chunks(context, make_job, chunks):
+            chunks = chunked(usable, chunk_size or context.engine.prompts_per_call, alone)
+            for index, rows in compute_chunks(context, make_job, chunks, run.run_id):
                 store_rows(context.store, run.run_id, chunks[index], rows)
                 progress.advance(task, len(chunks[index]))
         status = "complete"
     finally:
+        with contextlib.suppress(StoreError):  # marks of a failed write stay; they are harmless
+            context.store.clear_in_flight(run.run_id)
         context.store.finish_run(run.run_id, status)
     return run.run_id
+
+
+def land_in_flight(store: ResultsStore, run_id: str) -> set[int]:
+    """Deal with the prompts a process left in flight (see ``infoflow.experiments.in_flight``): record those the
+    out-of-memory killer ended while they ran alone as failed; return those it ended in a larger chunk, to run
+    alone."""
+    left = store.in_flight(run_id)
+    if not left:
+        return set()
+    errors, alone = landed(left)
+    if errors:
+        store.add_errors(run_id, errors)
+    store.clear_in_flight(run_id)
+    return alone
+
+
+def chunked(usable: Chunk, size: int, alone: set[int]) -> list[Chunk]:
+    """Chunks of ``size`` prompts, in order; the prompts of ``alone`` each in a chunk of its own."""
+    shared = [item for item in usable if item[0].prompt_id not in alone]
+    chunks = [shared[start : start + size] for start in range(0, len(shared), size)]
+    return chunks + [[item] for item in usable if item[0].prompt_id in alone]
 
 
 def computation_params(context: RunContext) -> dict[str, Any]:
@@ -154,15 +196,21 @@ def start_run(context: RunContext, manifest: Manifest) -> Run:
 
 
 def compute_chunks(
-    context: RunContext, make_job: JobFactory, chunks: list[Chunk]
+    context: RunContext, make_job: JobFactory, chunks: list[Chunk], run_id: str
 ) -> Iterator[tuple[int, list[Rows | PromptError]]]:
-    """(chunk index, results) of every chunk as it completes: on the executor, or here one chunk after another."""
+    """(chunk index, results) of every chunk as it completes: on the executor, or here one chunk after another,
+    each marked in flight in the store while it computes."""
     if context.executor is not None:
         yield from context.executor.map(make_job, chunks)
         return
     job = make_job(context)
+
+    def mark(chunk: Chunk, need: int | None, free: int | None) -> None:
+        flight = Flight.now(len(chunk), need, free)
+        context.store.mark_in_flight(run_id, [prompt.prompt_id for prompt, _ in chunk], flight.to_json())
+
     for index, chunk in enumerate(chunks):
-        yield index, run_chunk(chunk, job)
+        yield index, run_chunk(chunk, job, mark)
 
 
 def usable_prompts(context: RunContext, run_id: str, chunk: Sequence[FactPrompt]) -> Chunk:
@@ -189,9 +237,17 @@ def is_out_of_memory(error: BaseException) -> bool:
     )
 
 
-def run_chunk(usable: Chunk, job: ChunkJob) -> list[Rows | PromptError]:
-    """Results of a chunk; a chunk that runs out of memory runs again prompt by prompt, and a prompt that runs
-    out of memory alone gets a ``PromptError`` instead of ending the run."""
+def run_chunk(usable: Chunk, job: ChunkJob, mark: Mark | None = None) -> list[Rows | PromptError]:
+    """Results of a chunk; a chunk that is predicted not to fit in memory (a ``SizedJob``), or runs out of it,
+    runs again prompt by prompt, and a prompt that does not fit alone gets a ``PromptError`` instead of ending the
+    run. ``mark`` is told each chunk (with its predicted need and the memory free) before it computes."""
+    need, free = memory_check(usable, job)
+    if isinstance(job, SizedJob) and need is not None and free is not None and need > free:
+        if len(usable) > 1:
+            return [result for item in usable for result in run_chunk([item], job, mark)]
+        return [memory_error(usable, job, need, free)]
+    if mark is not None:
+        mark(usable, need, free)
     try:
         return job(usable)
     except (RuntimeError, MemoryError) as error:
@@ -204,7 +260,28 @@ def run_chunk(usable: Chunk, job: ChunkJob) -> list[Rows | PromptError]:
     if len(usable) == 1:
         tokens = usable[0][1].num_tokens
         return [PromptError(f"out of memory on this prompt ({tokens} tokens) even alone; use a smaller model or dtype")]
-    return [result for item in usable for result in run_chunk([item], job)]
+    return [result for item in usable for result in run_chunk([item], job, mark)]
+
+
+def memory_check(usable: Chunk, job: ChunkJob) -> tuple[int | None, int | None]:
+    """(predicted peak bytes of the chunk, bytes available): None where the job predicts nothing or the memory
+    available is not known."""
+    if not isinstance(job, SizedJob) or not usable:
+        return None, None
+    from infoflow.engines.memory import available
+
+    return job.needs(usable), available(job.device)
+
+
+def memory_error(usable: Chunk, job: SizedJob, need: int, free: int) -> PromptError:
+    """The error of a prompt predicted not to fit in the memory available."""
+    from infoflow.engines.memory import gigabytes
+
+    tokens = max(spans.num_tokens for _, spans in usable)
+    return PromptError(
+        f"needs ~{gigabytes(need)} of memory ({tokens} tokens), {gigabytes(free)} available on {job.device.type}; "
+        "not run (use a machine with more memory, a smaller model or dtype, or a shorter prompt)"
+    )
 
 
 def record_errors(

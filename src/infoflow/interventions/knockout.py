@@ -125,18 +125,25 @@ class Knockout:
         causal = [t for t, s in self.edges if s <= t]
         return min(causal) if causal else None
 
-    def blocked_matrix(self, seq_len: int, device: torch.device | str = "cpu") -> torch.Tensor:
-        """Bool [T, T]: ``blocked[t, s]`` for the causal edges (s <= t) of this knockout."""
-        import torch
-
+    def check_in_prompt(self, seq_len: int) -> None:
+        """A ``ValueError`` where an edge lies outside a prompt of ``seq_len`` tokens."""
         out_of_range = [(t, s) for t, s in self.edges if t >= seq_len or s >= seq_len]
         if out_of_range:
             raise ValueError(f"edges {out_of_range[:3]} lie outside a prompt of {seq_len} tokens")
-        blocked = torch.zeros(seq_len, seq_len, dtype=torch.bool, device=device)
-        if self.edges:
-            t, s = torch.tensor(self.edges, device=device).T
+
+    def blocked_matrix(self, seq_len: int, device: torch.device | str = "cpu", first_row: int = 0) -> torch.Tensor:
+        """Bool [T - first_row, T]: ``blocked[t - first_row, s]`` for the causal edges (s <= t) of this knockout,
+        target rows ``first_row..T-1`` (edges of earlier targets left out)."""
+        import torch
+
+        self.check_in_prompt(seq_len)
+        blocked = torch.zeros(seq_len - first_row, seq_len, dtype=torch.bool, device=device)
+        kept = [(t - first_row, s) for t, s in self.edges if t >= first_row]
+        if kept:
+            t, s = torch.tensor(kept, device=device).T
             blocked[t, s] = True
-        return blocked & torch.ones_like(blocked).tril()
+        targets = torch.arange(first_row, seq_len, device=device)[:, None]  # [T - first_row, 1]
+        return blocked & (torch.arange(seq_len, device=device)[None, :] <= targets)
 
 
 def window(start: int, size: int, n_layers: int) -> tuple[int, ...]:

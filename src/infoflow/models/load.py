@@ -30,6 +30,7 @@ from huggingface_hub.errors import (
 )
 from transformers import AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 
+from infoflow.errors import with_cli_message
 from infoflow.models import state_spaces
 from infoflow.models.base import CausalLM
 from infoflow.models.families import family_for
@@ -132,7 +133,8 @@ def parse_device(device: str | torch.device) -> torch.device:
     if parsed.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise ValueError(f"device {device!r} asked for, but no CUDA GPU is available here; use device='cpu'")
+            no_gpu = f"device {device!r} asked for, but no CUDA GPU is available here"
+            raise with_cli_message(ValueError(f"{no_gpu}; use device='cpu'"), f"{no_gpu}; use --device cpu")
         if parsed.index is not None and parsed.index >= count:
             raise ValueError(f"device {device!r} asked for, but this machine has {count} CUDA GPU(s)")
     return parsed
@@ -175,7 +177,7 @@ def load_files(
     elif state_spaces.is_state_spaces_folder(path):
         tok = pick_tokenizer(tokenizer, lambda: load_tokenizer(state_spaces.STATE_SPACES_TOKENIZER))
         model, config = state_spaces.load_state_spaces_folder(path, dtype=dtype, device=device)
-    elif (model_type := read_model_type(path)) is not None:
+    elif (model_type := read_model_type(path)) is not None:  # a config.json that is not JSON raises here
         family_for(model_type)  # an unsupported architecture fails before any weight is read
         tok = pick_tokenizer(tokenizer, lambda: load_tokenizer(str(path)))
         model, config = load_hf_folder(path, dtype=dtype, device=device)
@@ -241,11 +243,17 @@ def offline_message(hub_id: str, advice: str) -> str:
 
 
 def read_model_type(folder: Path) -> str | None:
-    """``model_type`` of ``folder/config.json`` (a transformers folder), or None."""
+    """``model_type`` of ``folder/config.json`` (a transformers folder), or None where there is no such file;
+    a ``ModelLoadError`` where it is not JSON (a partial download)."""
+    path = folder / "config.json"
     try:
-        config = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError):
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(
+            f"{path} is not valid JSON ({error}): the file is truncated or damaged; download or copy it again"
+        ) from None
     return config.get("model_type") if isinstance(config, dict) else None
 
 

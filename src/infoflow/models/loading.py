@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from transformers import AutoConfig, PretrainedConfig
 
@@ -44,8 +46,23 @@ def instantiate(
             f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
         )
+    check_shapes(model, weights)
     model.load_state_dict({k: weights[k] for k in expected}, assign=True, strict=True)
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+
+
+def check_shapes(model: CausalLM, weights: Mapping[str, torch.Tensor]) -> None:
+    """A ``ModelLoadError`` naming the first mismatches where a weight's shape is not the one the config implies."""
+    wrong = [
+        f"{name}: {list(weights[name].shape)} in the weights, {list(param.shape)} by the config"
+        for name, param in model.state_dict().items()
+        if name in weights and weights[name].shape != param.shape
+    ]
+    if wrong:
+        raise ModelLoadError(
+            f"the weights do not match config.json: {len(wrong)} tensor(s) of another shape ({'; '.join(wrong[:2])}"
+            f"{'; ...' if len(wrong) > 2 else ''}); use the config.json that came with these weights"
+        )
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -69,9 +86,16 @@ def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def read_weight_file(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        return load_file(path)
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """The tensors of one weight file; a ``ModelLoadError`` where it is truncated or not a weight file."""
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(path)
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (SafetensorError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        raise ModelLoadError(
+            f"cannot read the weights in {path} ({str(error).splitlines()[0]}): the file is truncated or damaged "
+            f"(a partial download?); download or copy it again"
+        ) from None
 
 
 def load_hf_folder(

@@ -36,6 +36,8 @@ from infoflow.models.ssm import (
 )
 from infoflow.models.tails import TailRows
 
+SCAN_CHUNK = 512  # scan steps whose [B, l, Di, N] decays and inputs the clean scan holds at once
+
 
 @dataclass
 class Mamba1Inputs:
@@ -106,14 +108,19 @@ class Mamba1Mixer(TokenMixer):
         return -torch.exp(self.A_log.float())  # [Di, N]
 
     def mix(self, p: Mamba1Inputs) -> torch.Tensor:
-        """Sequential selective scan (fp32 state), as transformers' reference path: [B, T, Di, 1]."""
-        A_bar = torch.exp(p.delta[..., None] * self.A)  # [B, T, Di, N]
-        Bx = p.delta[..., None] * p.B.float()[:, :, None, :] * p.x.float()[..., None]  # [B, T, Di, N]
-        state = torch.zeros_like(Bx[:, 0])
+        """Sequential selective scan (fp32 state), as transformers' reference path: [B, T, Di, 1]. The decays
+        and inputs [B, l, Di, N] are formed ``SCAN_CHUNK`` steps at a time, so memory is linear in T with a
+        small factor (the same numbers as forming them all at once)."""
+        state = torch.zeros(p.x.shape[0], *self.A.shape, device=p.x.device)  # [B, Di, N] fp32
         outputs = []
-        for t in range(p.x.shape[1]):
-            state = A_bar[:, t] * state + Bx[:, t]
-            outputs.append(torch.matmul(state.to(p.x.dtype), p.C[:, t, :, None])[..., 0])  # [B, Di]
+        for first in range(0, p.x.shape[1], SCAN_CHUNK):
+            steps = slice(first, first + SCAN_CHUNK)
+            delta = p.delta[:, steps, :, None]  # [B, l, Di, 1]
+            A_bar = torch.exp(delta * self.A)  # [B, l, Di, N]
+            Bx = delta * p.B[:, steps].float()[:, :, None, :] * p.x[:, steps].float()[..., None]  # [B, l, Di, N]
+            for t in range(A_bar.shape[1]):
+                state = A_bar[:, t] * state + Bx[:, t]
+                outputs.append(torch.matmul(state.to(p.x.dtype), p.C[:, first + t, :, None])[..., 0])  # [B, Di]
         y = torch.stack(outputs, dim=1) + p.x * self.D.float()
         return y[..., None]
 
@@ -165,8 +172,9 @@ class Mamba1Mixer(TokenMixer):
         delta, x, B = prefix.delta[:, :last], prefix.x[:, :last].float(), prefix.B[:, :last].float()  # [P, T-1, .]
         # prod_{r=s+1..T-2} Abar[r] = exp(A sum_{r=s+1..T-2} Delta[r]): suffix sums of Delta, 0 for s = T-2
         after = torch.cat([delta[:, 1:].flip(1).cumsum(1).flip(1), torch.zeros_like(delta[:, :1])], dim=1)[:, :last]
-        inputs = (delta * x)[..., None] * B[:, :, None, :]  # Delta[s] B[s] x[s] [P, T-1, Di, N]
-        contributions = torch.exp(after[..., None] * self.A) * inputs  # [P, T-1, Di, N]
+        # exp(after A) Delta[s] B[s] x[s] [P, T-1, Di, N], in place: two tensors of that size at most
+        contributions = (after[..., None] * self.A).exp_()
+        contributions.mul_((delta * x)[..., None] * B[:, :, None, :])
         kept = rows.pad((~blocked_row[:, :last]).to(contributions.dtype))  # [P, M, T-1]
         state = torch.bmm(kept, contributions.flatten(2))  # h [P, M, Di * N]
         delta_t, x_t = tail.delta[:, 0], tail.x[:, 0].float()  # [A, Di]

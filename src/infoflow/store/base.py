@@ -122,6 +122,20 @@ class ResultsStore(ABC):
         """Record per-prompt errors ``{prompt_id: reason}``; return how many were new (0 if kept, as ``add_rows``)."""
 
     @abstractmethod
+    def mark_in_flight(self, run_id: str, prompt_ids: Iterable[int], context: str) -> None:
+        """Mark prompts as being computed, with ``context`` (JSON text); ``add_rows`` and ``add_errors`` remove
+        the marks of the prompts they write, in their transaction."""
+
+    @abstractmethod
+    def in_flight(self, run_id: str) -> dict[int, str]:
+        """The run's prompts marked in flight, with their context: at the start of a run, those a process was
+        computing when it ended (a store has one writer)."""
+
+    @abstractmethod
+    def clear_in_flight(self, run_id: str) -> None:
+        """Remove the run's in-flight marks."""
+
+    @abstractmethod
     def completed_prompts(self, run_id: str, *, include_errors: bool = True) -> set[int]:
         """Prompts an experiment resuming this run skips: completed ones and (by default) failed ones."""
 

@@ -34,7 +34,8 @@ from typing import ClassVar
 
 import duckdb
 
-from infoflow.store.errors import NotAStoreError, StoreClosedError, StoreError, StoreLockedError
+from infoflow.errors import with_cli_message
+from infoflow.store.errors import NotAStoreError, StoreClosedError, StoreError, StoreLockedError, StoreWriteError
 
 Write = Callable[[duckdb.DuckDBPyConnection], int]  # one transaction's work; returns the rows it added
 
@@ -325,11 +326,29 @@ def _remove_if_empty(path: Path) -> bool:
 
 @contextmanager
 def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    """Commit everything in the block, or nothing."""
-    con.begin()
+    """Commit everything in the block, or nothing; a write the file system refuses is a ``StoreWriteError``."""
     try:
-        yield
-    except BaseException:
-        con.rollback()
-        raise
-    con.commit()
+        con.begin()
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(duckdb.Error):  # a database stopped by a failed write has nothing to undo
+                con.rollback()
+            raise
+        con.commit()
+    except (duckdb.IOException, duckdb.TransactionException, duckdb.FatalException) as error:
+        raise write_error(con, error) from error
+
+
+def write_error(con: duckdb.DuckDBPyConnection, error: duckdb.Error) -> StoreError:
+    """The error of a write to the store that failed (a full disk, a file size limit, a read-only folder)."""
+    path = "the results store"
+    with contextlib.suppress(duckdb.Error):  # a database stopped by the failed write answers nothing
+        (file,) = con.execute("SELECT path FROM duckdb_databases() WHERE NOT internal").fetchone() or ("",)
+        path = f"the results store {file}"
+    problem = f"cannot write to {path} ({str(error).splitlines()[0]})"
+    kept = "what was stored before is kept; run the same command again to resume"
+    return with_cli_message(
+        StoreWriteError(f"{problem}: free disk space or open another store; {kept}"),
+        f"{problem}: free disk space or use another --store; {kept}",
+    )

@@ -23,7 +23,7 @@ from infoflow.store.connection import SharedConnection, WriterLock, check_path, 
 from infoflow.store.errors import StoreError, StoreWarning, UnknownRunError
 from infoflow.store.manifest import Manifest, Run, RunStatus, canonical_json
 from infoflow.store.rows import Rows, to_arrow
-from infoflow.store.schema import COMPLETED, ERRORS, Schema, Table, ensure_schema
+from infoflow.store.schema import COMPLETED, ERRORS, IN_FLIGHT, Schema, Table, ensure_schema
 
 if TYPE_CHECKING:
     import polars
@@ -52,6 +52,13 @@ def _session() -> str:
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _land(con: duckdb.DuckDBPyConnection, run_id: str, prompts: list[int]) -> None:
+    """Remove the in-flight marks of prompts whose rows or error are written (in the same transaction)."""
+    con.execute(
+        f"DELETE FROM {IN_FLIGHT} WHERE run_id = ? AND prompt_id IN (SELECT unnest(?::BIGINT[]))", [run_id, prompts]
+    )
 
 
 class DuckDBStore(ResultsStore):
@@ -182,7 +189,7 @@ class DuckDBStore(ResultsStore):
         self._check_writable()
         run_id, _ = self._resolve(run_id)
         with self._connection.use() as con, transaction(con):
-            for table in (*self._tables, COMPLETED.name, "runs"):
+            for table in (*self._tables, COMPLETED.name, IN_FLIGHT, "runs"):
                 con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
         del self._kinds[run_id]
 
@@ -202,6 +209,7 @@ class DuckDBStore(ResultsStore):
                     f"INSERT INTO {COMPLETED.name} SELECT ?, unnest(?::BIGINT[]), ? ON CONFLICT DO NOTHING",
                     [run_id, prompts, _now()],
                 )
+                _land(con, run_id, prompts)
             self._touch(con, run_id)
             return added
 
@@ -214,10 +222,40 @@ class DuckDBStore(ResultsStore):
 
         def write(con: duckdb.DuckDBPyConnection) -> int:
             added = self._insert(con, ERRORS, run_id, batch)
+            _land(con, run_id, list(errors))
             self._touch(con, run_id)
             return added
 
         return self._connection.write(write)
+
+    def mark_in_flight(self, run_id: str, prompt_ids: Iterable[int], context: str) -> None:
+        self._check_writable()
+        run_id, _ = self._resolve(run_id)
+        prompts = [int(p) for p in prompt_ids]
+
+        def write(con: duckdb.DuckDBPyConnection) -> int:
+            con.execute(
+                f"INSERT OR REPLACE INTO {IN_FLIGHT} SELECT ?, unnest(?::BIGINT[]), ?", [run_id, prompts, context]
+            )
+            return 0
+
+        self._connection.write(write)
+
+    def in_flight(self, run_id: str) -> dict[int, str]:
+        run_id, _ = self._resolve(run_id)
+        with self._connection.use() as con:
+            rows = con.execute(f"SELECT prompt_id, context FROM {IN_FLIGHT} WHERE run_id = ?", [run_id]).fetchall()
+        return {int(prompt): str(context) for prompt, context in rows}
+
+    def clear_in_flight(self, run_id: str) -> None:
+        self._check_writable()
+        run_id, _ = self._resolve(run_id)
+
+        def write(con: duckdb.DuckDBPyConnection) -> int:
+            con.execute(f"DELETE FROM {IN_FLIGHT} WHERE run_id = ?", [run_id])
+            return 0
+
+        self._connection.write(write)
 
     def completed_prompts(self, run_id: str, *, include_errors: bool = True) -> set[int]:
         run_id, _ = self._resolve(run_id)

@@ -23,6 +23,11 @@ class StoreClosedError(StoreError):
     """The store was closed: a closed writer no longer holds the file and must not write it."""
 
 
+class StoreWriteError(StoreError):
+    """The file system refused a write to the store (a full disk, a read-only folder): the transaction is rolled
+    back, what was committed before stays."""
+
+
 class UnknownRunError(StoreError, LookupError):
     """No run (or more than one run) matches a run id."""
 

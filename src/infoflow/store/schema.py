@@ -122,6 +122,17 @@ RUNS_DDL = """CREATE TABLE runs (
     name VARCHAR,
     tags VARCHAR[]
 )"""
+# Prompts a process is computing (marked when their chunk starts, removed when their rows or error are written):
+# marks left at the start of a run are of a process that ended while computing them. ``context`` is JSON (what
+# the runner knows then: the chunk's size, predicted memory, the machine's out-of-memory kill count). Added
+# without a version change: a writer creates it where it lacks, readers never read it.
+IN_FLIGHT = "in_flight"
+IN_FLIGHT_DDL = f"""CREATE TABLE IF NOT EXISTS {IN_FLIGHT} (
+    run_id VARCHAR,
+    prompt_id BIGINT,
+    context JSON NOT NULL,
+    PRIMARY KEY (run_id, prompt_id)
+)"""
 # What version 2 added to version 1 (to upgrade a store in place).
 ADDED_IN_2 = ("ALTER TABLE runs ADD COLUMN name VARCHAR", "ALTER TABLE runs ADD COLUMN tags VARCHAR[]")
 
@@ -156,7 +167,7 @@ def _additions(con: duckdb.DuckDBPyConnection, path: Path, tables: set[str]) -> 
     """The statements that give the store every experiment's row table with all its columns: new tables, and
     new value columns (null in the rows written before). A key column cannot be added: rows already written
     would have no key; such a store is refused."""
-    statements = []
+    statements = [] if IN_FLIGHT in tables else [IN_FLIGHT_DDL]
     for name, table in row_tables().items():
         if name not in tables:
             statements.append(table.ddl())
@@ -220,5 +231,6 @@ def _create(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(RUNS_DDL)
         for table in (*row_tables().values(), COMPLETED):
             con.execute(table.ddl())
+        con.execute(IN_FLIGHT_DDL)
         meta = {"format": FORMAT, "schema_version": str(SCHEMA_VERSION), "created_by": f"infoflow {package_version()}"}
         con.executemany(f"INSERT INTO {META_TABLE} VALUES (?, ?)", list(meta.items()))
