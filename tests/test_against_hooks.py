@@ -8,10 +8,10 @@ import torch
 
 pytest.importorskip("transformer_lens", reason="the bench extra (pip install 'infoflow[bench]') is not installed")
 
-from benchmarks.against_hooks import batched_probabilities, hooked_pair, loop_probabilities  # noqa: E402
-from benchmarks.info_flow_sweep import sweep_knockouts  # noqa: E402
-from infoflow.engines.fast import FastEngine  # noqa: E402
-from tests.conftest import TINY_MODELS  # noqa: E402
+from benchmarks.against_hooks import batched_probabilities, hooked_pair, loop_probabilities
+from benchmarks.info_flow_sweep import sweep_knockouts
+from infoflow.engines.fast import FastEngine
+from tests.conftest import TINY_MODELS
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
