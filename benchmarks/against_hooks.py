@@ -6,7 +6,8 @@ of 9 layers) computed three ways on one random-weight transformers model (GPT-2 
 - TransformerLens, as users write it: ``run_with_hooks``, one forward per knockout, with a hook on each knocked
   layer's attention pattern that zeroes the blocked edges and renormalises each row (Geva et al., 2023);
 - TransformerLens, batched: the knockouts of many prompts as the rows of one forward, each row with its own
-  mask in every layer (the best a hook can do: one forward per ``--rows`` knockouts);
+  mask in every layer, logits of the last position only (the best a hook can do: one forward per ``--rows``
+  knockouts);
 - infoflow's fast engine on our model built from the same weights through our loading path.
 
 Prints ms per knockout of each and the fast engine's speed-up over the others, measured side by side in this
@@ -111,7 +112,7 @@ def batched_probabilities(
     bridge: TransformerBridge, prompts: torch.Tensor, knockouts: Sequence[Knockout], rows: int
 ) -> Iterator[torch.Tensor]:
     """Next-token probabilities of every (prompt, knockout) of ``prompts`` [P, T] (prompt-major), ``rows`` of them
-    per forward with a per-row mask in every layer: [rows, V] per forward."""
+    per forward with a per-row mask in every layer, logits of the last position only: [rows, V] per forward."""
     device = torch.device(bridge.cfg.device)
     blocked = blocked_by_layer(knockouts, bridge.cfg.n_layers, prompts.shape[1]).to(device)  # [K, L, T, T]
     layers = sorted({layer for knockout in knockouts for layer in knockout.layers})
@@ -120,7 +121,8 @@ def batched_probabilities(
     for first in range(0, n_rows, rows):
         row = torch.arange(first, min(first + rows, n_rows), device=device)
         batch, row_blocked = prompts[row // len(knockouts)], blocked[row % len(knockouts)]
-        yield last_token_probabilities(bridge.run_with_hooks(batch, fwd_hooks=pattern_hooks(layers, row_blocked)))
+        hooks = pattern_hooks(layers, row_blocked)
+        yield last_token_probabilities(bridge.run_with_hooks(batch, fwd_hooks=hooks, logits_to_keep=1))
 
 
 def host_scores(probabilities: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
