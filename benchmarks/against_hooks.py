@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from importlib.metadata import version
 from typing import TYPE_CHECKING
 
 import torch
@@ -189,6 +190,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "batched": seconds_per_call(batched_scores, device, 1) / (args.prompts * len(knockouts)),
     }
     print_results(args, model.n_layers, len(knockouts), seconds)
+    gpu = f" on {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
+    print(f"TransformerLens {version('transformer-lens')}, transformers {version('transformers')}, "
+          f"torch {torch.__version__}{gpu}")  # fmt: skip
     check_numbers(bridge, fast, loop_prompts, knockouts, args)
 
 
