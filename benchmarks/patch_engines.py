@@ -3,7 +3,10 @@ position, several noise samples) and a sublayer-knockout sweep (windows of 2), w
 their probabilities.
 
     python -m benchmarks.patch_engines --model builtin-llama --samples 5 --device cpu
-    python -m benchmarks.patch_engines --model mamba1-1.4b --samples 2 --device cuda --dtype bfloat16
+    python -m benchmarks.patch_engines --shape mamba1-1.4b --samples 2 --device cuda --dtype bfloat16
+
+``--shape`` takes a real model's shape with random weights (no download; the prompt tokenised by
+``--model``'s tokenizer, whose ids fit every shape's vocabulary).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import time
 
 import torch
 
+from benchmarks.shapes import SHAPES
 from infoflow.data import load_dataset
 from infoflow.data.spans import find_spans
 from infoflow.engines.patching import FastPatchEngine, PatchRequest, ReferencePatchEngine
@@ -21,6 +25,7 @@ from infoflow.experiments.sublayer_knockout import SUBLAYERS, SublayerKnockoutPa
 from infoflow.interventions.patching import embedding_width
 from infoflow.models import load_model
 from infoflow.models.modes import Site
+from infoflow.models.random_init import random_model
 
 
 def timed(engine: FastPatchEngine | ReferencePatchEngine, request: PatchRequest) -> tuple[float, torch.Tensor]:
@@ -34,6 +39,7 @@ def timed(engine: FastPatchEngine | ReferencePatchEngine, request: PatchRequest)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="builtin-llama")
+    parser.add_argument("--shape", choices=sorted(SHAPES), help="a real shape, random weights, instead of --model")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--samples", type=int, default=5, help="noise samples of causal tracing")
@@ -44,6 +50,9 @@ def main() -> None:
 
     loaded = load_model(args.model, device=args.device, dtype=args.dtype)
     model = loaded.model
+    if args.shape is not None:
+        dtype, device = getattr(torch, args.dtype), torch.device(args.device)
+        model = random_model(SHAPES[args.shape](), dtype=dtype, device=device)
     prompt = load_dataset("synthetic")[args.prompt]
     spans = find_spans(loaded.tokenizer, prompt)
     has_mlp = any(model.block(layer).mlp is not None for layer in range(model.n_layers))
@@ -61,7 +70,7 @@ def main() -> None:
             ids, spans.target_id, [None, *(k.patch for k in sublayer_knockout_plan(spans, model.n_layers, knockouts))]
         ),
     }
-    print(f"{args.model} on {args.device} ({args.dtype}), prompt of {spans.num_tokens} tokens")
+    print(f"{args.shape or args.model} on {args.device} ({args.dtype}), prompt of {spans.num_tokens} tokens")
     for label, request in requests.items():
         fast_time, fast = timed(FastPatchEngine(model), request)
         reference_time, reference = timed(ReferencePatchEngine(model), request)
