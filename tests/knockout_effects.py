@@ -16,7 +16,7 @@ from infoflow.models import LoadedModel
 
 @dataclass(frozen=True)
 class KnockoutEffects:
-    layers: range
+    layers: Sequence[int]
     n_prompts: int
     p0: float  # mean clean probability of the target
     subject_drop: float  # 1 - mean p(subject -> last blocked in ``layers``) / mean p0
@@ -27,7 +27,7 @@ def subject_vs_random_control(
     loaded: LoadedModel,
     prompts: Sequence[FactPrompt],
     n_prompts: int,
-    layer_sets: Sequence[range] | None = None,
+    layer_sets: Sequence[Sequence[int]] | None = None,
     seed: int = 0,
 ) -> list[KnockoutEffects]:
     """Mean drops per set of knocked layers (default: every layer) over the first ``n_prompts`` of ``prompts``

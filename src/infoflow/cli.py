@@ -864,7 +864,7 @@ def web_app(
 def figures(
     models: Annotated[
         list[str] | None,
-        typer.Option("--model", "-m", help="A model of the set (repeat it) \\[default: the 4 built-in models]."),
+        typer.Option("--model", "-m", help="A model of the set (repeat it) \\[default: every built-in model]."),
     ] = None,
     dataset: Dataset = "synthetic",
     dataset_file: DatasetFile = None,
