@@ -4,6 +4,7 @@ stored rows checked against independent computations, resume after Ctrl-C, runs,
 from __future__ import annotations
 
 import base64
+import json
 import re
 import shutil
 import subprocess
@@ -495,3 +496,16 @@ def test_command_line_starts_without_torch() -> None:
     code = "import sys, infoflow.cli; print(sorted({'torch', 'transformers'} & set(sys.modules)))"
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"
+
+
+@pytest.mark.parametrize("width", [80, 160])
+def test_models_lists_every_alias_whole_at_any_width(width: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from infoflow.models.registry import list_models
+
+    monkeypatch.setattr(cli, "out", Console(width=width))
+    output = invoke("models").output
+    aliases = [entry.alias for entry in list_models()]
+    assert all(f" {alias} " in output for alias in aliases) and "…" not in output
+    assert ("descriptions: a terminal of 120 columns" in output) == (width < 120)
+    records = json.loads(invoke("models", "--json").output)
+    assert [record["alias"] for record in records] == aliases

@@ -349,15 +349,26 @@ def demo(
 
 
 @app.command()
-def models() -> None:
+def models(as_json: JsonFlag = False) -> None:
     """List the supported models and their short aliases."""
     from infoflow.models.registry import list_models
 
-    table = Table("alias", "family", "layers", "source", "description")
-    for entry in list_models():
-        table.add_row(
-            entry.alias, entry.family, str(entry.n_layers or ""), entry.hub_id or "package", entry.description
-        )
+    entries = list_models()
+    if as_json:
+        print_json([
+            {"alias": e.alias, "family": e.family, "layers": e.n_layers, "source": e.hub_id or "package",
+             "description": e.description}
+            for e in entries
+        ])  # fmt: skip
+        return
+    wide = out.width >= 120  # below that the descriptions fold into tall rows: left out, and said so
+    longest = max(len(entry.alias) for entry in entries)  # aliases are typed: never cut
+    columns = [Column("alias", min_width=longest, no_wrap=True), "family", "layers", Column("source", overflow="fold")]
+    caption = None if wide else "descriptions: a terminal of 120 columns or more, or --json"
+    table = Table(*columns, *([Column("description", overflow="fold")] if wide else []), caption=caption)
+    for entry in entries:
+        row = [entry.alias, entry.family, str(entry.n_layers or ""), entry.hub_id or "package"]
+        table.add_row(*row, *([entry.description] if wide else []))
     out.print(table)
 
 
