@@ -27,13 +27,14 @@ from infoflow.data.spans import TokenType
 from infoflow.experiments.request import DEFAULT_MODEL, EngineName, Precision, RunRequest, check_device
 from infoflow.experiments.threads import THREADS_VARIABLE, resolve_threads
 from infoflow.interventions.knockout import FeatureCategory, KnockoutMode, default_window_size
-from infoflow.models.modes import Site
+from infoflow.models.modes import Site, mode_help, strict_help
 
 if TYPE_CHECKING:
     from infoflow.experiments.request import OpenRun
 
 app = typer.Typer(
-    help="Trace how factual information flows through Mamba and Transformer language models, by knockout.",
+    help="Trace how factual information flows through language models (attention, Mamba and other recurrences, "
+    "hybrids), by knockout.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -407,6 +408,9 @@ MixersOption = Annotated[
     ),
 ]
 
+ModeOption = Annotated[KnockoutMode, typer.Option(help=mode_help())]
+StrictOption = Annotated[bool, typer.Option(help=strict_help())]
+
 
 @app.command(name="info-flow")
 @run_options(filter="correct")
@@ -426,8 +430,8 @@ def info_flow_command(
     window_sizes: Annotated[
         list[int] | None, typer.Option("--window-size", "-w", help="Window size(s) \\[default: 9, or half the depth].")
     ] = None,
-    mode: Annotated[KnockoutMode, typer.Option(help="Mamba knockout mode.")] = KnockoutMode.ZERO_ATTENTION,
-    strict: Annotated[bool, typer.Option(help="Mamba: also block the conv1d path from sources.")] = False,
+    mode: ModeOption = KnockoutMode.ZERO_ATTENTION,
+    strict: StrictOption = False,
     exempt_fraction: Annotated[float, typer.Option(help="Fraction of features a category exempts.")] = 1 / 3,
     mixers: MixersOption = "all",
 ) -> None:
@@ -459,8 +463,8 @@ def heatmap_command(
     window_size: Annotated[
         int | None, typer.Option("--window-size", "-w", help="\\[default: 9, or half the depth]")
     ] = None,
-    mode: Annotated[KnockoutMode, typer.Option(help="Mamba knockout mode.")] = KnockoutMode.ZERO_ATTENTION,
-    strict: Annotated[bool, typer.Option(help="Mamba: also block the conv1d path from sources.")] = False,
+    mode: ModeOption = KnockoutMode.ZERO_ATTENTION,
+    strict: StrictOption = False,
     mixers: MixersOption = "all",
 ) -> None:
     """Knock out last <- each position in every window: a tokens x windows map of the target's probability."""

@@ -53,6 +53,69 @@ class MixerKind(StrEnum):
         return self not in (MixerKind.ATTENTION, MixerKind.SHORT_CONV, MixerKind.NONE)
 
 
+# What each kind is called in help texts and messages.
+KIND_NAMES = {
+    MixerKind.NONE: "no mixer",
+    MixerKind.ATTENTION: "attention",
+    MixerKind.SELECTIVE_SCAN: "Mamba-1",
+    MixerKind.SSD: "Mamba-2",
+    MixerKind.PARALLEL: "Falcon-H1",
+    MixerKind.GATED_DELTA: "Gated DeltaNet",
+    MixerKind.RG_LRU: "RG-LRU",
+    MixerKind.SHORT_CONV: "short conv",
+    MixerKind.RWKV: "RWKV",
+    MixerKind.MLSTM: "mLSTM",
+}
+# The kinds that take each mode beyond zero-attention (which every mixer takes) and strictness, for help texts
+# without torch. Each mixer declares its own (TokenMixer.knockout_modes, supports_strict); tests hold these to them.
+MODE_KINDS = {
+    KnockoutMode.ZERO_DELTA: (
+        MixerKind.SELECTIVE_SCAN,
+        MixerKind.SSD,
+        MixerKind.PARALLEL,
+        MixerKind.GATED_DELTA,
+        MixerKind.RG_LRU,
+        MixerKind.RWKV,
+        MixerKind.MLSTM,
+    ),
+    KnockoutMode.WRITE_AND_ERASE: (MixerKind.GATED_DELTA,),
+    KnockoutMode.NUMERATOR_ONLY: (MixerKind.RWKV, MixerKind.MLSTM),
+}
+STRICT_KINDS = (
+    MixerKind.SELECTIVE_SCAN,
+    MixerKind.SSD,
+    MixerKind.PARALLEL,
+    MixerKind.GATED_DELTA,
+    MixerKind.RG_LRU,
+    MixerKind.RWKV,
+)
+
+
+def kind_names(kinds: tuple[MixerKind, ...]) -> str:
+    return ", ".join(KIND_NAMES[kind] for kind in kinds)
+
+
+def mode_help() -> str:
+    """``--mode``: what each mode does to a blocked edge t <- s, and on which mixers."""
+    return (
+        "How a layer removes a blocked edge t <- s. zero-attention (every mixer): the term of s in the row of t is "
+        "removed (attention: logit -inf; a recurrence keeps the decay; Gated DeltaNet: the write of s only; RWKV, "
+        f"mLSTM: the row renormalises). zero-delta ({kind_names(MODE_KINDS[KnockoutMode.ZERO_DELTA])}): the step "
+        f"of s is skipped for t (no input, no decay). write-and-erase "
+        f"({kind_names(MODE_KINDS[KnockoutMode.WRITE_AND_ERASE])}): s neither writes nor erases. numerator-only "
+        f"({kind_names(MODE_KINDS[KnockoutMode.NUMERATOR_ONLY])}): s leaves the numerator only. Layers that do "
+        "not take the mode use zero-attention."
+    )
+
+
+def strict_help() -> str:
+    """``--strict``: what a strict knockout removes besides the mixing itself, and on which mixers."""
+    return (
+        "Also remove the blocked sources from the conv or token shift in front of the recurrence "
+        f"({kind_names(STRICT_KINDS)}); other layers have none."
+    )
+
+
 class Site(StrEnum):
     """A place in one layer's step where an intervention may read or replace a value [B, T, D]."""
 

@@ -13,6 +13,7 @@ from infoflow.data.spans import TokenType
 from infoflow.experiments.info_flow import InfoFlowParams
 from infoflow.interventions.knockout import FeatureCategory, KnockoutMode
 from infoflow.interventions.mixers import MixerGroup, Mixers
+from infoflow.models.modes import mode_help, strict_help
 from infoflow.models.registry import shipped_builtins
 
 
@@ -37,10 +38,11 @@ def render(store_path: Path) -> None:
                                     key="launch_categories")  # fmt: skip
     mixers = st.radio("Mixers knocked out (hybrids)", [g.value for g in MixerGroup], horizontal=True,
                       key="launch_mixers", format_func=lambda m: Mixers(m).label,
-                      help="attention: the edges in the attention layers only; recurrent: in the Mamba / Gated "
-                      "DeltaNet layers only; windows stay windows of all layers")  # fmt: skip
-    strict = st.checkbox("strict (Mamba: also block the conv1d path)", key="launch_strict")
-    mode = st.radio("Mamba knockout mode", list(KnockoutMode), horizontal=True, key="launch_mode")
+                      help="attention: the edges in the attention layers only; recurrent: in the recurrent "
+                      "layers only (Mamba, Gated DeltaNet, RG-LRU, RWKV, mLSTM); windows stay windows of all "
+                      "layers")  # fmt: skip
+    strict = st.checkbox("strict (also block the conv / token-shift path)", key="launch_strict", help=strict_help())
+    mode = st.radio("Knockout mode", list(KnockoutMode), horizontal=True, key="launch_mode", help=mode_help())
     st.caption(f"into {store_path}; the same settings again resume the same run")
     if st.button("Start run", type="primary", key="launch_start"):
         if not sources or not categories:
