@@ -350,3 +350,26 @@ def test_heatmap_marks_the_subject_and_names_the_target(store: ResultsStore, run
     assert figure.axes[0].images[0].get_cmap().name == "RdBu"
     unknown = heatmap_figure(runs_frame(store, [runs["heat_gpt2"]], "heatmap"), 7)  # no fact: no marks
     assert "target" not in unknown.get_suptitle() and "subject" not in unknown.get_suptitle()
+
+
+def test_every_info_flow_curve_caption_names_its_interval() -> None:
+    """The report's curves (by feature category, by window size, by the mixers knocked out) each say how their
+    band was computed (the default percentile bootstrap). The rows are one run's (no ``n_layers`` column)."""
+    from infoflow.experiments.experiment import FigureBlock, FigureOptions
+    from infoflow.experiments.info_flow import mixer_split, report
+    from infoflow.plots.aggregate import interval_caption
+
+    frame = pd.DataFrame(_flow_rows(3, 6, 2, ("all", "fast_decay"), seed=0) + _flow_rows(3, 6, 3, ("all",), seed=1))
+    split = pd.DataFrame(
+        [
+            {**row, "model": "hybrid", "mixers": mixers}
+            for mixers in ("all", "attention")
+            for row in _flow_rows(3, 6, 2, ("all",), 2)
+        ]
+    )
+    blocks = report(frame, FigureOptions()) + mixer_split(split, FigureOptions())
+    captions = [block.caption for block in blocks if isinstance(block, FigureBlock)]
+    for lines in ("by feature category", "by window size", "by the mixers knocked out"):
+        assert any(lines in caption for caption in captions), (lines, captions)
+    assert all(interval_caption() in caption for caption in captions), captions
+    assert "bootstrap" in interval_caption()

@@ -172,7 +172,7 @@ def report(frame: pd.DataFrame, options: FigureOptions) -> list[Block]:
     if frame["window_size"].nunique() > 1:
         for (target, category), rows in frame.groupby(["target", "feature_category"], sort=True):
             caption = (
-                f"Mean change of p(target) (%) by window size; target {target}, "
+                f"Mean change of p(target) (%) by window size with its {interval_caption()}; target {target}, "
                 f"feature category {feature_label(category)}"
             )
             blocks.append(FigureBlock(info_flow_figure(rows, lines="window_size", x=options.x), caption))
@@ -206,6 +206,7 @@ def compare(frame: pd.DataFrame, options: FigureOptions) -> list[Block]:
 def mixer_split(frame: pd.DataFrame, options: FigureOptions) -> list[Block]:
     """One model's runs that differ in ``mixers``: the knockout through attention and through the recurrence next
     to the knockout of all layers, per target and window size."""
+    from infoflow.plots.aggregate import interval_caption
     from infoflow.plots.info_flow import info_flow_figure
 
     blocks: list[Block] = [
@@ -219,7 +220,10 @@ def mixer_split(frame: pd.DataFrame, options: FigureOptions) -> list[Block]:
     ]
     for (target, size), rows in frame.groupby(["target", "window_size"], sort=True):
         if rows["mixers"].nunique() > 1:
-            caption = f"Mean change of p(target) (%) by the mixers knocked out; target {target}, window size {size}"
+            caption = (
+                f"Mean change of p(target) (%) by the mixers knocked out with its {interval_caption()}; "
+                f"target {target}, window size {size}"
+            )
             blocks.append(FigureBlock(info_flow_figure(rows, lines="mixers", x=options.x), caption))
     return blocks
 

@@ -127,7 +127,7 @@ def aggregate_by_depth(
     agg = aggregate(frame, [*by, *scale], metric, confidence, interval)
     groups = list(agg.groupby(by, sort=True, dropna=False)) if by else [((), agg)]
     for key, group in groups:
-        if len(group[scale].drop_duplicates()) > 1:
+        if scale and len(group[scale].drop_duplicates()) > 1:  # (no columns: every row is its own)
             raise ValueError(f"group {key} mixes several {' / '.join(scale)}; add them to `by`")
     lasts = [last_window_start(group) for _, group in groups]
     grid = np.linspace(0.0, 100.0, n_points or max(lasts) + 1)

@@ -1,5 +1,5 @@
 """Info-flow curves: one panel per source, one line per model / feature category / window size, with
-95 % Student-t bands (research/reference-spec.md §9.1)."""
+95 % bands of the mean over prompts (percentile bootstrap: ``infoflow.plots.aggregate``)."""
 
 from __future__ import annotations
 
@@ -80,7 +80,8 @@ def info_flow_figure(
     title: str | None = None,
     panel_size: tuple[float, float] = (3.0, 2.6),
 ) -> Figure:
-    """Mean ``metric`` per window with its ``confidence`` Student-t band, one panel per source.
+    """Mean ``metric`` per window with its ``confidence`` band (percentile bootstrap, see
+    ``infoflow.plots.aggregate``), one panel per source.
 
     ``frame``: info-flow rows (``store.frame`` of one run, or ``runs_frame`` of several, which adds
     ``model``, ``n_layers``, ``mixers`` and the prompt selection). ``lines`` is the column drawn as lines (e.g.

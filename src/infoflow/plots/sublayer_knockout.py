@@ -1,6 +1,6 @@
 """Sublayer-knockout curves (Geva et al. 2023, Fig. 5 style): the change of the target's probability when the
 mixer's or the MLP's update at the target is zeroed in a window of layers, one line per site, with 95 %
-Student-t bands over the prompts."""
+bands of the mean over prompts (percentile bootstrap: ``infoflow.plots.aggregate``)."""
 
 from __future__ import annotations
 
