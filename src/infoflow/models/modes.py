@@ -68,19 +68,7 @@ KIND_NAMES = {
 }
 # The kinds that take each mode beyond zero-attention (which every mixer takes) and strictness, for help texts
 # without torch. Each mixer declares its own (TokenMixer.knockout_modes, supports_strict); tests hold these to them.
-MODE_KINDS = {
-    KnockoutMode.ZERO_DELTA: (
-        MixerKind.SELECTIVE_SCAN,
-        MixerKind.SSD,
-        MixerKind.PARALLEL,
-        MixerKind.GATED_DELTA,
-        MixerKind.RG_LRU,
-        MixerKind.RWKV,
-        MixerKind.MLSTM,
-    ),
-    KnockoutMode.WRITE_AND_ERASE: (MixerKind.GATED_DELTA,),
-    KnockoutMode.NUMERATOR_ONLY: (MixerKind.RWKV, MixerKind.MLSTM),
-}
+# Strict: the recurrences with a short conv or a token shift in front (mLSTM has none).
 STRICT_KINDS = (
     MixerKind.SELECTIVE_SCAN,
     MixerKind.SSD,
@@ -89,6 +77,11 @@ STRICT_KINDS = (
     MixerKind.RG_LRU,
     MixerKind.RWKV,
 )
+MODE_KINDS = {
+    KnockoutMode.ZERO_DELTA: (*STRICT_KINDS, MixerKind.MLSTM),
+    KnockoutMode.WRITE_AND_ERASE: (MixerKind.GATED_DELTA,),
+    KnockoutMode.NUMERATOR_ONLY: (MixerKind.RWKV, MixerKind.MLSTM),
+}
 
 
 def kind_names(kinds: tuple[MixerKind, ...]) -> str:
