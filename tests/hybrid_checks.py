@@ -1,11 +1,17 @@
-"""Checks shared by the hybrid families' oracle tests (Mamba layers and attention layers in one model)."""
+"""Checks shared by the hybrid families' oracle tests (Mamba layers and attention layers in one model), and
+:class:`HybridOracleSuite`, the oracle tests every such family runs: a family's test module subclasses it in a
+``Test...`` class and gives it a ``pair`` fixture (transformers' random-weight model, ours loaded from its
+``save_pretrained`` folder)."""
 
 from __future__ import annotations
 
 import dataclasses
+from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
+from transformers import PreTrainedModel
 
 from infoflow.engines.fast import FastEngine
 from infoflow.engines.reference import ReferenceEngine
@@ -13,18 +19,44 @@ from infoflow.interventions.knockout import FeatureCategory, FeatureSelection, K
 from infoflow.interventions.layer_knockout import LayerKnockout, exempt_features, layer_knockouts
 from infoflow.models.base import CausalLM
 from infoflow.models.modes import MixerKind
+from infoflow.models.registry import find_model
 from tests.attention_checks import (
     assert_blocked_row_gives_zero_attention_output,
     assert_knockout_is_causal,
     manual_knocked_attention,
 )
+from tests.oracle import OracleSuite, Pair, prompt
 
 SEQ_LEN = 10
 EDGES = ((9, 2), (9, 5), (9, 8), (6, 1), (6, 6), (4, 0))
+Rotate = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def prompt(vocab: int, seq_len: int, seed: int, batch: int = 2) -> torch.Tensor:
-    return torch.randint(0, vocab, (batch, seq_len), generator=torch.Generator().manual_seed(seed))
+class HybridOracleSuite(OracleSuite, ABC):
+    """The oracle tests of :class:`OracleSuite` and the hybrids' own. ``attention_layer``: one of our attention
+    layers (its fully blocked row is checked); ``aliases``: registry names that must load this family."""
+
+    attention_layer: ClassVar[int]
+    aliases: ClassVar[tuple[str, ...]]
+
+    @abstractmethod
+    def their_attention(self, theirs: PreTrainedModel) -> tuple[int, torch.nn.Module, Rotate | None]:
+        """An attention layer of transformers' model: its index, its attention module, and its rotary as
+        ``rotate(q, k)`` on heads in dim 1 (None: the layer has no position encoding)."""
+
+    def test_attention_knockout_equals_manual_softmax(self, pair: Pair) -> None:
+        """Their projections and scaling, with their rotary where the layer has one."""
+        theirs, ours = pair
+        layer, attention, rotate = self.their_attention(theirs)
+        assert_attention_knockout_matches_manual(ours, attention, layer, rotate)
+
+    def test_knockouts_per_kind_of_layer(self, pair: Pair) -> None:
+        _, ours = pair
+        assert_knockouts_per_kind_of_layer(ours, attention_layer=self.attention_layer)
+
+    def test_registry_aliases_name_this_family(self, pair: Pair) -> None:
+        _, ours = pair
+        assert self.aliases and all(find_model(alias).family == ours.family for alias in self.aliases)
 
 
 def logits(ours: CausalLM, input_ids: torch.Tensor, per_layer: dict[int, LayerKnockout]) -> torch.Tensor:
@@ -108,7 +140,7 @@ def assert_attention_knockout_matches_manual(
     ours: CausalLM,
     theirs_attention: torch.nn.Module,
     layer: int,
-    rotate: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    rotate: Rotate | None = None,
 ) -> None:
     """Our knocked attention layer equals transformers' projections (and rotary: ``rotate(q, k)``, heads on
     dim 1), then a plain softmax with the blocked logits removed, then their output projection."""

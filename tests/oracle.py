@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
+import pytest
 import torch
 from transformers import PreTrainedModel
 
@@ -11,6 +13,31 @@ from infoflow.interventions.knockout import Knockout
 from infoflow.interventions.layer_knockout import layer_knockouts
 from infoflow.models.base import CausalLM
 from infoflow.models.loading import load_hf_folder
+
+Pair = tuple[PreTrainedModel, CausalLM]  # transformers' random-weight model, ours loaded from its save
+
+
+def prompt(vocab: int, seq_len: int, seed: int, batch: int = 2) -> torch.Tensor:
+    """Seeded random token ids [batch, seq_len] below ``vocab``."""
+    return torch.randint(0, vocab, (batch, seq_len), generator=torch.Generator().manual_seed(seed))
+
+
+class OracleSuite:
+    """The oracle tests of the families with Mamba-2 layers (SSD chunks of 8, so that prompts of 17 and 20
+    tokens take the multi-chunk path with padding), as a base class: a family's test module subclasses it in a
+    ``Test...`` class with the config's ``vocab`` and gives it a ``pair`` fixture (:data:`Pair`)."""
+
+    vocab: ClassVar[int]
+
+    @pytest.mark.parametrize("seq_len", [1, 5, 17, 20])
+    def test_logits_equal_transformers(self, pair: Pair, seq_len: int) -> None:
+        theirs, ours = pair
+        assert max_logit_difference(theirs, ours, prompt(self.vocab, seq_len, seed=seq_len)) <= 1e-4
+
+    @pytest.mark.parametrize("seq_len", [11, 19])
+    def test_hidden_attention_reproduces_every_mixer(self, pair: Pair, seq_len: int) -> None:
+        _, ours = pair
+        assert mixer_reconstruction_error(ours, prompt(self.vocab, seq_len, seed=3)) <= 1e-5
 
 
 def randomize_(model: PreTrainedModel, seed: int = 0) -> PreTrainedModel:

@@ -8,9 +8,8 @@ from transformers.models.granitemoehybrid.modeling_granitemoehybrid import apply
 
 from infoflow.models.granite_hybrid import build
 from infoflow.models.modes import MixerKind
-from infoflow.models.registry import find_model
-from tests.hybrid_checks import assert_attention_knockout_matches_manual, assert_knockouts_per_kind_of_layer, prompt
-from tests.oracle import max_logit_difference, mixer_reconstruction_error, randomize_, save_and_load
+from tests.hybrid_checks import HybridOracleSuite
+from tests.oracle import randomize_, save_and_load
 
 VOCAB = 97
 CHUNK = 8  # prompts of 17 and 20 tokens take the multi-chunk path with padding
@@ -55,16 +54,19 @@ def pair(request, tmp_path_factory):
     return theirs, save_and_load(theirs, tmp_path_factory.mktemp(request.param))
 
 
-@pytest.mark.parametrize("seq_len", [1, 5, 17, 20])
-def test_logits_equal_transformers(pair, seq_len):
-    theirs, ours = pair
-    assert max_logit_difference(theirs, ours, prompt(VOCAB, seq_len, seed=seq_len)) <= 1e-4
+class TestGraniteHybrid(HybridOracleSuite):
+    vocab, attention_layer, aliases = VOCAB, 3, ("granite4.0-h-350m", "granite4.0-h-1b")
 
+    def their_attention(self, theirs):
+        rotary = theirs.model.rotary_emb
+        rotate = None
+        if rotary is not None:
+            cos, sin = rotary(torch.zeros(1, 10, 32), torch.arange(10)[None])
 
-@pytest.mark.parametrize("seq_len", [11, 19])
-def test_hidden_attention_reproduces_every_mixer(pair, seq_len):
-    _, ours = pair
-    assert mixer_reconstruction_error(ours, prompt(VOCAB, seq_len, seed=3)) <= 1e-5
+            def rotate(q, k):
+                return apply_rotary_pos_emb(q, k, cos, sin)
+
+        return 1, theirs.model.layers[1].self_attn, rotate
 
 
 def test_layer_kinds_follow_the_config(pair):
@@ -73,30 +75,6 @@ def test_layer_kinds_follow_the_config(pair):
     assert ours.family == "granitemoehybrid" and list(ours.layer_kinds) == kinds and ours.has_decay_features
 
 
-def test_attention_knockout_equals_manual_softmax(pair):
-    """Their projections and scaling (attention_multiplier), with their rotary where the config has one."""
-    theirs, ours = pair
-    rotary = theirs.model.rotary_emb
-    rotate = None
-    if rotary is not None:
-        cos, sin = rotary(torch.zeros(1, 10, 32), torch.arange(10)[None])
-
-        def rotate(q, k):
-            return apply_rotary_pos_emb(q, k, cos, sin)
-
-    assert_attention_knockout_matches_manual(ours, theirs.model.layers[1].self_attn, 1, rotate)
-
-
-def test_knockouts_per_kind_of_layer(pair):
-    _, ours = pair
-    assert_knockouts_per_kind_of_layer(ours, attention_layer=3)
-
-
 def test_unknown_position_embedding_is_refused():
     with pytest.raises(ValueError, match="position_embedding_type 'alibi' is not supported"):
         build(granite_config(position_embedding_type="alibi"))
-
-
-def test_registry_aliases_name_this_family(pair):
-    _, ours = pair
-    assert all(find_model(alias).family == ours.family for alias in ("granite4.0-h-350m", "granite4.0-h-1b"))

@@ -7,9 +7,8 @@ from transformers import JambaConfig, JambaForCausalLM
 
 from infoflow.models.jamba import build
 from infoflow.models.modes import MixerKind
-from infoflow.models.registry import find_model
-from tests.hybrid_checks import assert_attention_knockout_matches_manual, assert_knockouts_per_kind_of_layer, prompt
-from tests.oracle import max_logit_difference, mixer_reconstruction_error, randomize_, save_and_load
+from tests.hybrid_checks import HybridOracleSuite
+from tests.oracle import prompt, randomize_, save_and_load
 
 VOCAB = 97
 KINDS = [MixerKind.SELECTIVE_SCAN] * 2 + [MixerKind.ATTENTION] + [MixerKind.SELECTIVE_SCAN] * 3
@@ -44,16 +43,11 @@ def pair(request, tmp_path_factory):
     return theirs, save_and_load(theirs, tmp_path_factory.mktemp(request.param))
 
 
-@pytest.mark.parametrize("seq_len", [1, 5, 17, 20])
-def test_logits_equal_transformers(pair, seq_len):
-    theirs, ours = pair
-    assert max_logit_difference(theirs, ours, prompt(VOCAB, seq_len, seed=seq_len)) <= 1e-4
+class TestJamba(HybridOracleSuite):
+    vocab, attention_layer, aliases = VOCAB, 2, ("jamba-tiny-dev",)
 
-
-@pytest.mark.parametrize("seq_len", [11, 19])
-def test_hidden_attention_reproduces_every_mixer(pair, seq_len):
-    _, ours = pair
-    assert mixer_reconstruction_error(ours, prompt(VOCAB, seq_len, seed=3)) <= 1e-5
+    def their_attention(self, theirs):
+        return 2, theirs.model.layers[2].self_attn, None  # NoPE
 
 
 def test_layer_kinds_and_experts_follow_the_periods(pair):
@@ -79,21 +73,6 @@ def test_dt_b_c_norms_are_weighted(pair):
     assert (before - after).abs().max().item() > 1e-3
 
 
-def test_attention_knockout_equals_manual_softmax(pair):
-    theirs, ours = pair
-    assert_attention_knockout_matches_manual(ours, theirs.model.layers[2].self_attn, 2)
-
-
-def test_knockouts_per_kind_of_layer(pair):
-    _, ours = pair
-    assert_knockouts_per_kind_of_layer(ours, attention_layer=2)
-
-
 def test_other_conv_activations_are_refused():
     with pytest.raises(ValueError, match="hidden_act='gelu' is not supported"):
         build(jamba_config(hidden_act="gelu"))
-
-
-def test_registry_aliases_name_this_family(pair):
-    _, ours = pair
-    assert all(find_model(alias).family == ours.family for alias in ("jamba-tiny-dev",))

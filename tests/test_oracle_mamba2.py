@@ -7,14 +7,8 @@ from transformers import Mamba2Config, Mamba2ForCausalLM
 from infoflow.interventions.knockout import Knockout, KnockoutMode
 from infoflow.interventions.layer_knockout import layer_knockouts
 from infoflow.models.mamba2 import Mamba2Mixer
-from tests.oracle import (
-    hand_ssd,
-    knocked_logits,
-    max_logit_difference,
-    mixer_reconstruction_error,
-    randomize_,
-    save_and_load,
-)
+from tests.oracle import OracleSuite, hand_ssd, knocked_logits, randomize_, save_and_load
+from tests.oracle import prompt as random_prompt
 
 VOCAB = 97
 CHUNK = 8  # small, so that prompts of 17 and 20 tokens take the multi-chunk path with padding
@@ -44,19 +38,11 @@ def pair(request, tmp_path_factory):
 
 
 def prompt(seq_len: int, seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, VOCAB, (2, seq_len), generator=torch.Generator().manual_seed(seed))
+    return random_prompt(VOCAB, seq_len, seed)
 
 
-@pytest.mark.parametrize("seq_len", [1, 5, 17, 20])
-def test_logits_equal_transformers(pair, seq_len):
-    theirs, ours = pair
-    assert max_logit_difference(theirs, ours, prompt(seq_len, seed=seq_len)) <= 1e-4
-
-
-@pytest.mark.parametrize("seq_len", [11, 19])
-def test_hidden_attention_reproduces_mixer(pair, seq_len):
-    _, ours = pair
-    assert mixer_reconstruction_error(ours, prompt(seq_len, seed=3)) <= 1e-5
+class TestMamba2(OracleSuite):
+    vocab = VOCAB
 
 
 def test_family_and_decay_norms(pair):

@@ -9,15 +9,8 @@ from infoflow.interventions.knockout import Knockout
 from infoflow.models.mamba2 import Mamba2Mixer
 from infoflow.models.modes import MixerKind
 from infoflow.models.nemotron_h import build
-from infoflow.models.registry import find_model
-from tests.hybrid_checks import assert_attention_knockout_matches_manual, assert_knockouts_per_kind_of_layer, prompt
-from tests.oracle import (
-    knocked_logits,
-    max_logit_difference,
-    mixer_reconstruction_error,
-    randomize_,
-    save_and_load,
-)
+from tests.hybrid_checks import HybridOracleSuite
+from tests.oracle import knocked_logits, prompt, randomize_, save_and_load
 
 VOCAB = 97
 CHUNK = 8  # prompts of 17 and 20 tokens take the multi-chunk path with padding
@@ -68,16 +61,11 @@ def pair(request, tmp_path_factory):
     return theirs, save_and_load(theirs, tmp_path_factory.mktemp(request.param))
 
 
-@pytest.mark.parametrize("seq_len", [1, 5, 17, 20])
-def test_logits_equal_transformers(pair, seq_len):
-    theirs, ours = pair
-    assert max_logit_difference(theirs, ours, prompt(VOCAB, seq_len, seed=seq_len)) <= 1e-4
+class TestNemotronH(HybridOracleSuite):
+    vocab, attention_layer, aliases = VOCAB, 2, ("nemotron-h-4b", "nemotron-h-8b")
 
-
-@pytest.mark.parametrize("seq_len", [11, 19])
-def test_hidden_attention_reproduces_every_mixer(pair, seq_len):
-    _, ours = pair
-    assert mixer_reconstruction_error(ours, prompt(VOCAB, seq_len, seed=3)) <= 1e-5
+    def their_attention(self, theirs):
+        return 2, theirs.model.layers[2].mixer, None  # NoPE
 
 
 def test_layer_kinds_follow_the_pattern(pair):
@@ -97,21 +85,6 @@ def test_layers_without_mixer_move_nothing(pair):
             assert torch.equal(knocked_logits(ours, input_ids, knockout), ours(input_ids))
 
 
-def test_attention_knockout_equals_manual_softmax(pair):
-    theirs, ours = pair
-    assert_attention_knockout_matches_manual(ours, theirs.model.layers[2].mixer, 2)
-
-
-def test_knockouts_per_kind_of_layer(pair):
-    _, ours = pair
-    assert_knockouts_per_kind_of_layer(ours, attention_layer=2)
-
-
 def test_latent_moe_is_refused():
     with pytest.raises(ValueError, match="moe_latent_size"):
         build(nemotron_config(moe_latent_size=8))
-
-
-def test_registry_aliases_name_this_family(pair):
-    _, ours = pair
-    assert all(find_model(alias).family == ours.family for alias in ("nemotron-h-4b", "nemotron-h-8b"))
