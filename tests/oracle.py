@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 from transformers import PreTrainedModel
 
-from infoflow.interventions.knockout import Knockout
+from infoflow.interventions.knockout import Knockout, KnockoutMode
 from infoflow.interventions.layer_knockout import layer_knockouts
 from infoflow.models.base import CausalLM
 from infoflow.models.loading import load_hf_folder
@@ -178,3 +179,27 @@ def hand_ssd(
                 y[t, h] += m * row_delta[s, h] * x[s, h]
             y[t, h] += mixer.D[h] * x[t, h]
     return y.flatten(1), z
+
+
+DeltaRule = Callable[..., torch.Tensor]  # (q, k, v, g, beta) -> o [B, T, H, V]
+
+
+def hand_knocked_delta_rule(
+    run: DeltaRule, inputs: tuple[torch.Tensor, ...], edges: set[tuple[int, int]], mode: KnockoutMode
+) -> torch.Tensor:
+    """o [B, T, H, V] of the delta rule ``run`` on ``inputs`` (q, k, v, g, beta; positions on dim 1) where row t
+    is read from a run in which each of its blocked sources s is changed by hand: v_s = 0 (write-only),
+    beta_s = 0 (write-and-erase), beta_s = 0 and g_s = 0 (zero-delta)."""
+    q, k, v, g, beta = inputs
+    out = run(q, k, v, g, beta)
+    for t in sorted({t for t, _ in edges}):
+        sources = sorted(s for target, s in edges if target == t)
+        v_t, g_t, beta_t = v.clone(), g.clone(), beta.clone()
+        if mode is KnockoutMode.WRITE_ONLY:
+            v_t[:, sources] = 0.0
+        else:
+            beta_t[:, sources] = 0.0
+            if mode is KnockoutMode.ZERO_DELTA:
+                g_t[:, sources] = 0.0
+        out[:, t] = run(q, k, v_t, g_t, beta_t)[:, t]
+    return out

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from infoflow.models import delta_rule
 from infoflow.models.modes import KnockoutMode
+from tests.oracle import hand_knocked_delta_rule
 
 HEADS, KEY, VALUE = 2, 4, 3
 
@@ -57,24 +58,6 @@ def test_l2norm_and_scale_follow_transformers():
     torch.testing.assert_close(ours_q, l2norm(q, eps=1e-6) * KEY**-0.5, rtol=0, atol=0)
 
 
-def hand_knocked(inputs_: tuple[torch.Tensor, ...], edges: set[tuple[int, int]], mode: KnockoutMode) -> torch.Tensor:
-    """o [B, T, H, V] where row t is read from a recurrence in which each of its blocked sources s is changed
-    by hand: v_s = 0 (write-only), beta_s = 0 (write-and-erase), beta_s = 0 and g_s = 0 (zero-delta)."""
-    q, k, v, g, beta = inputs_
-    out = delta_rule.recurrence(q, k, v, g, beta)
-    for t in sorted({t for t, _ in edges}):
-        sources = sorted(s for target, s in edges if target == t)
-        v_t, g_t, beta_t = v.clone(), g.clone(), beta.clone()
-        if mode is KnockoutMode.WRITE_ONLY:
-            v_t[:, sources] = 0.0
-        else:
-            beta_t[:, sources] = 0.0
-            if mode is KnockoutMode.ZERO_DELTA:
-                g_t[:, sources] = 0.0
-        out[:, t] = delta_rule.recurrence(q, k, v_t, g_t, beta_t)[:, t]
-    return out
-
-
 def knocked(inputs_: tuple[torch.Tensor, ...], edges: set[tuple[int, int]], mode: KnockoutMode) -> torch.Tensor:
     """Row t of the materialised knocked-out hidden attention, one entry per target row (the engines' layout)."""
     q, k, v, g, beta = inputs_
@@ -94,7 +77,7 @@ def test_each_mode_equals_the_recurrence_with_the_edge_removed_by_hand(mode, bet
     q, k, v, g, beta = inputs(8, seed=4)
     case = (q, k, v, g, beta * beta_scale)
     edges = {(7, 2), (7, 5), (5, 1), (3, 3), (6, 0)}
-    expected = hand_knocked(case, edges, mode)
+    expected = hand_knocked_delta_rule(delta_rule.recurrence, case, edges, mode)
     ours = knocked(case, edges, mode)
     assert (ours - expected).abs().max().item() <= 1e-5
     clean = delta_rule.recurrence(*case)

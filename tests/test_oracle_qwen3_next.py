@@ -9,7 +9,14 @@ from transformers.models.qwen3_next import modeling_qwen3_next as modeling
 from infoflow.interventions.knockout import Knockout, KnockoutMode
 from infoflow.models import delta_rule
 from infoflow.models.modes import MixerKind
-from tests.oracle import knocked_logits, max_logit_difference, mixer_reconstruction_error, randomize_, save_and_load
+from tests.oracle import (
+    hand_knocked_delta_rule,
+    knocked_logits,
+    max_logit_difference,
+    mixer_reconstruction_error,
+    randomize_,
+    save_and_load,
+)
 
 VOCAB = 97
 
@@ -116,18 +123,12 @@ def hand_knocked_delta_layer(layer, hidden: torch.Tensor, edges, mode: KnockoutM
         return real(query, key, value, g=g, beta=beta, **kwargs)
 
     run_with_delta_rule(layer, hidden, capture)
-    q, k, v, g, beta = (captured[name] for name in ("q", "k", "v", "g", "beta"))
-    out, _ = real(q, k, v, g=g, beta=beta, use_qk_l2norm_in_kernel=True)
-    for t in sorted({t for t, _ in edges}):
-        sources = sorted(s for target, s in edges if target == t)
-        v_t, g_t, beta_t = v.clone(), g.clone(), beta.clone()
-        if mode is KnockoutMode.WRITE_ONLY:
-            v_t[:, sources] = 0.0
-        else:
-            beta_t[:, sources] = 0.0
-            if mode is KnockoutMode.ZERO_DELTA:
-                g_t[:, sources] = 0.0
-        out[:, t] = real(q, k, v_t, g=g_t, beta=beta_t, use_qk_l2norm_in_kernel=True)[0][:, t]
+    inputs = tuple(captured[name] for name in ("q", "k", "v", "g", "beta"))
+
+    def run(q, k, v, g, beta):
+        return real(q, k, v, g=g, beta=beta, use_qk_l2norm_in_kernel=True)[0]
+
+    out = hand_knocked_delta_rule(run, inputs, edges, mode)
     return run_with_delta_rule(layer, hidden, lambda *args, **kwargs: (out, None))
 
 
