@@ -490,6 +490,18 @@ def test_help_lists_the_commands() -> None:
         assert command in output
 
 
+def test_readme_shows_every_command() -> None:
+    """The README's command-line block names every command of ``infoflow --help``."""
+    import typer.main
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("## Command line")[1].split("```")[1]
+    commands = typer.main.get_command(cli.app).commands
+    assert {"info-flow", "causal-tracing", "runs"} <= set(commands)
+    missing = [name for name in commands if not re.search(rf"^infoflow {re.escape(name)}\b", block, re.M)]
+    assert not missing, f"commands not in the README: {missing}"
+
+
 def test_command_line_starts_without_torch() -> None:
     """`infoflow --help` and argument errors answer at once: importing the CLI loads neither torch nor
     transformers (each command imports what it runs)."""
