@@ -63,6 +63,10 @@ os.environ.setdefault("INFOFLOW_THREADS", "1")  # and in the commands the tests 
 
 TINY_VOCAB = 61
 
+# what most tiny configs share: 61 tokens, width 16, an MLP of 32, 4 layers; attention heads: 4 queries, 2 keys
+TINY = dict(vocab_size=TINY_VOCAB, hidden_size=16, intermediate_size=32, num_hidden_layers=4)
+HEADS = dict(num_attention_heads=4, num_key_value_heads=2)
+
 TINY_MODELS = {
     "mamba": lambda: MambaForCausalLM(
         MambaConfig(vocab_size=TINY_VOCAB, hidden_size=16, state_size=4, num_hidden_layers=4, time_step_rank=2)
@@ -83,74 +87,19 @@ TINY_MODELS = {
         )
     ),
     "gpt2": lambda: GPT2LMHeadModel(GPT2Config(vocab_size=TINY_VOCAB, n_embd=16, n_layer=4, n_head=2, n_positions=64)),
-    "llama": lambda: LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=TINY_VOCAB,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-        )
-    ),
-    "gpt_neox": lambda: GPTNeoXForCausalLM(
-        GPTNeoXConfig(
-            vocab_size=TINY_VOCAB,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=4,
-            num_attention_heads=2,
-            rotary_pct=0.5,
-        )
-    ),
+    "llama": lambda: LlamaForCausalLM(LlamaConfig(**TINY, **HEADS)),
+    "gpt_neox": lambda: GPTNeoXForCausalLM(GPTNeoXConfig(**TINY, num_attention_heads=2, rotary_pct=0.5)),
     "gptj": lambda: GPTJForCausalLM(GPTJConfig(vocab_size=TINY_VOCAB, n_embd=16, n_layer=4, n_head=2, rotary_dim=4)),
-    "phi3": lambda: Phi3ForCausalLM(
-        Phi3Config(
-            vocab_size=TINY_VOCAB,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            sliding_window=4,
-            pad_token_id=0,
-        )
-    ),
+    "phi3": lambda: Phi3ForCausalLM(Phi3Config(**TINY, **HEADS, sliding_window=4, pad_token_id=0)),
     # sliding windows of 3 (layers 2-3 of qwen3, 0 and 2 of the Gemmas): the property tests' prompts are longer
     "qwen3": lambda: Qwen3ForCausalLM(
-        Qwen3Config(
-            vocab_size=TINY_VOCAB,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=4,
-            use_sliding_window=True,
-            sliding_window=3,
-            max_window_layers=2,
-        )
+        Qwen3Config(**TINY, **HEADS, head_dim=4, use_sliding_window=True, sliding_window=3, max_window_layers=2)
     ),
-    "olmo2": lambda: Olmo2ForCausalLM(
-        Olmo2Config(
-            vocab_size=TINY_VOCAB,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            pad_token_id=0,
-            eos_token_id=0,
-        )
-    ),
+    "olmo2": lambda: Olmo2ForCausalLM(Olmo2Config(**TINY, **HEADS, pad_token_id=0, eos_token_id=0)),
     "gemma2": lambda: Gemma2ForCausalLM(
         Gemma2Config(
-            vocab_size=TINY_VOCAB,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
+            **TINY,
+            **HEADS,
             head_dim=4,
             sliding_window=3,
             query_pre_attn_scalar=4,
@@ -160,26 +109,14 @@ TINY_MODELS = {
     ),
     "gemma3": lambda: Gemma3ForCausalLM(
         Gemma3TextConfig(
-            vocab_size=TINY_VOCAB,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=4,
-            sliding_window=3,
-            sliding_window_pattern=2,
-            query_pre_attn_scalar=4,
+            **TINY, **HEADS, head_dim=4, sliding_window=3, sliding_window_pattern=2, query_pre_attn_scalar=4
         )
     ),
     **tiny_hybrids(TINY_VOCAB),
     # parallel hybrid: attention (2 heads of 8) and Mamba-2 (4 heads of 4) in every layer, values padded to 8
     "falcon_h1": lambda: FalconH1ForCausalLM(
         FalconH1Config(
-            vocab_size=TINY_VOCAB,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=4,
+            **TINY,
             num_attention_heads=2,
             num_key_value_heads=1,
             mamba_d_ssm=16,
@@ -210,10 +147,7 @@ TINY_MODELS = {
     ),
     "qwen3_next": lambda: Qwen3NextForCausalLM(
         Qwen3NextConfig(
-            vocab_size=TINY_VOCAB,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=4,
+            **TINY,
             num_attention_heads=2,
             num_key_value_heads=1,
             head_dim=8,
@@ -241,10 +175,7 @@ TINY_MODELS = {
     ),
     "olmo_hybrid": lambda: OlmoHybridForCausalLM(
         OlmoHybridConfig(
-            vocab_size=TINY_VOCAB,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=4,
+            **TINY,
             num_attention_heads=2,
             layer_types=["linear_attention", "full_attention", "linear_attention", "linear_attention"],
             linear_num_key_heads=2,
@@ -270,16 +201,7 @@ TINY_MODELS = {
         )
     ),
     # RWKV-4: the residual stream halved after layers 1 and 3 (rescale_every 2)
-    "rwkv": lambda: RwkvForCausalLM(
-        RwkvConfig(
-            vocab_size=TINY_VOCAB,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=4,
-            rescale_every=2,
-            context_length=64,
-        )
-    ),
+    "rwkv": lambda: RwkvForCausalLM(RwkvConfig(**TINY, rescale_every=2, context_length=64)),
     # mLSTM: 4 heads (keys 2, values 4), no convolution
     "xlstm": lambda: xLSTMForCausalLM(
         xLSTMConfig(
