@@ -52,6 +52,33 @@ def randomize_(model: PreTrainedModel, seed: int = 0) -> PreTrainedModel:
     return model.eval()
 
 
+# The sizes the tiny Gated DeltaNet hybrids share (Qwen3-Next, Qwen3.5, OLMo-Hybrid): 4 layers of width 32,
+# attention of 4 query and 2 key-value heads, the delta rule's 2 key heads of 8 and 4 value heads of 6.
+GATED_DELTA_SIZES = dict(
+    vocab_size=97,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    linear_key_head_dim=8,
+    linear_value_head_dim=6,
+    linear_num_key_heads=2,
+    linear_num_value_heads=4,
+)
+
+
+def randomize_one_plus_norms_(model: PreTrainedModel, seed: int) -> PreTrainedModel:
+    """``randomize_`` for models whose RMSNorms scale by 1 + w (Qwen3-Next, Qwen3.5): their w around 0 (as
+    ``randomize_`` centres norm weights at 1); a vision tower's norms keep theirs."""
+    randomize_(model, seed=seed)
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if type(module).__name__.endswith("RMSNorm") and "visual" not in name:
+                module.weight -= 1.0
+    return model
+
+
 def save_and_load(model: PreTrainedModel, folder: Path) -> CausalLM:
     """``save_pretrained`` the transformers model and load it back as ours through the real loader."""
     model.save_pretrained(folder)

@@ -8,9 +8,9 @@ from transformers import OlmoHybridConfig, OlmoHybridForCausalLM
 
 from infoflow.models import delta_rule
 from infoflow.models.modes import MixerKind
-from tests.oracle import max_logit_difference, mixer_reconstruction_error, randomize_, save_and_load
+from tests.oracle import GATED_DELTA_SIZES, max_logit_difference, mixer_reconstruction_error, randomize_, save_and_load
 
-VOCAB = 97
+VOCAB = GATED_DELTA_SIZES["vocab_size"]
 VARIANTS = {
     "neg-eigval-nope": dict(linear_allow_neg_eigval=True, rope_parameters=None),
     "rope": dict(linear_allow_neg_eigval=False, rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
@@ -19,17 +19,8 @@ VARIANTS = {
 
 def olmo_hybrid_config(**overrides) -> OlmoHybridConfig:
     options = dict(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        GATED_DELTA_SIZES,
         layer_types=["linear_attention", "linear_attention", "full_attention", "linear_attention"],
-        linear_num_key_heads=2,
-        linear_num_value_heads=4,
-        linear_key_head_dim=8,
-        linear_value_head_dim=6,
         pad_token_id=0,
         eos_token_id=1,
     )

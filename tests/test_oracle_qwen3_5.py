@@ -13,21 +13,18 @@ from transformers import (
 )
 
 from infoflow.models.modes import MixerKind
-from tests.oracle import max_logit_difference, mixer_reconstruction_error, randomize_, save_and_load
+from tests.oracle import (
+    GATED_DELTA_SIZES,
+    max_logit_difference,
+    mixer_reconstruction_error,
+    randomize_one_plus_norms_,
+    save_and_load,
+)
 
-VOCAB = 97
+VOCAB = GATED_DELTA_SIZES["vocab_size"]
 TEXT = dict(
-    vocab_size=VOCAB,
-    hidden_size=32,
-    intermediate_size=48,
-    num_hidden_layers=4,
-    num_attention_heads=4,
-    num_key_value_heads=2,
+    GATED_DELTA_SIZES,
     head_dim=8,
-    linear_key_head_dim=8,
-    linear_value_head_dim=6,
-    linear_num_key_heads=2,
-    linear_num_value_heads=4,
     rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5},
 )
 MOE = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16, shared_expert_intermediate_size=24)
@@ -40,19 +37,9 @@ MODELS = {
 }
 
 
-def centred(model):
-    """Random weights; the norms that scale by 1 + w get w around 0 (randomize_ centres norm weights at 1)."""
-    randomize_(model, seed=4)
-    with torch.no_grad():
-        for name, module in model.named_modules():
-            if type(module).__name__.endswith("RMSNorm") and "visual" not in name:
-                module.weight -= 1.0
-    return model
-
-
 @pytest.fixture(scope="module", params=sorted(MODELS))
 def pair(request, tmp_path_factory):
-    theirs = centred(MODELS[request.param]())
+    theirs = randomize_one_plus_norms_(MODELS[request.param](), seed=4)
     return theirs, save_and_load(theirs, tmp_path_factory.mktemp(request.param))
 
 

@@ -10,31 +10,23 @@ from infoflow.interventions.knockout import Knockout, KnockoutMode
 from infoflow.models import delta_rule
 from infoflow.models.modes import MixerKind
 from tests.oracle import (
+    GATED_DELTA_SIZES,
     hand_knocked_delta_rule,
     knocked_logits,
     max_logit_difference,
     mixer_reconstruction_error,
-    randomize_,
+    randomize_one_plus_norms_,
     save_and_load,
 )
 
-VOCAB = 97
+VOCAB = GATED_DELTA_SIZES["vocab_size"]
 
 
 def qwen3_next_config(**overrides) -> Qwen3NextConfig:
     options = dict(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        GATED_DELTA_SIZES,
         head_dim=8,
         linear_conv_kernel_dim=4,
-        linear_key_head_dim=8,
-        linear_value_head_dim=6,
-        linear_num_key_heads=2,
-        linear_num_value_heads=4,
         num_experts=4,
         num_experts_per_tok=2,
         moe_intermediate_size=16,
@@ -47,13 +39,7 @@ def qwen3_next_config(**overrides) -> Qwen3NextConfig:
 
 
 def random_qwen3_next(config: Qwen3NextConfig, seed: int) -> Qwen3NextForCausalLM:
-    """Random weights; the norms that scale by 1 + w get w around 0 (randomize_ centres norm weights at 1)."""
-    model = randomize_(Qwen3NextForCausalLM(config), seed=seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, modeling.Qwen3NextRMSNorm):
-                module.weight -= 1.0
-    return model
+    return randomize_one_plus_norms_(Qwen3NextForCausalLM(config), seed)
 
 
 @pytest.fixture(scope="module")
