@@ -21,10 +21,11 @@ __all__ = ["FeatureCategory", "FeatureSelection", "Knockout", "KnockoutMode", "w
 
 
 class FeatureCategory(StrEnum):
-    """Which Mamba features a knockout leaves untouched (reference semantics, named by what is *exempt*).
+    """Which features of the recurrent layers a knockout leaves untouched (reference semantics, named by what is
+    *exempt*); attention heads are not ranked, and a category exempts none of them.
 
-    Features are ranked per layer by their decay norm ``sum_n exp(-exp(A_log))`` (decay at Delta = 1):
-    a large norm decays slowly (long memory), a small one fast.
+    Features are ranked per layer by their decay norm (``TokenMixer.decay_norms``; Mamba's is
+    ``sum_n exp(-exp(A_log))``, the decay at Delta = 1): a large norm decays slowly (long memory), a small one fast.
     """
 
     ALL = "all"  # nothing exempt: every feature is knocked out
@@ -89,8 +90,8 @@ class Knockout:
     """Edges blocked in a set of layers.
 
     ``edges`` is a tuple of ``(t, s)`` pairs; build the usual ``targets x sources`` product with
-    :meth:`between`. ``strict`` also removes what a Mamba conv1d carries from a blocked source to the target
-    (the reference leaves the conv, and so a short-range leak, in place).
+    :meth:`between`. ``strict`` also removes the blocked sources from the conv or token shift in front of a recurrence
+    (Mamba's conv1d; the reference leaves it, and so a short-range leak, in place).
     """
 
     edges: tuple[tuple[int, int], ...]
