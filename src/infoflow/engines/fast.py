@@ -19,7 +19,7 @@ import bisect
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -34,6 +34,7 @@ from infoflow.models.transfer import to_device_async, to_host_async
 
 Request = tuple[torch.Tensor, Sequence[Knockout | None]]
 DEFAULT_BATCH = 256  # tail rows per pass on CPU, and the sizing pass on CUDA (see ``FastEngine``)
+ROW_ESTIMATE_RANGE = 2  # a tail row's memory measured on a prompt serves prompts up to this factor longer or shorter
 
 
 @dataclass
@@ -72,7 +73,7 @@ class CleanRun:
         return self.probabilities.shape[0]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Tail:
     """One knockout as the fast engine runs it: a row of a batched tail pass."""
 
@@ -81,10 +82,10 @@ class Tail:
     edges: int  # its edge set, an index into its group's blocked rows
     layers: frozenset[int]
     features: FeatureSelection
+    first_layer: int = field(init=False)
 
-    @property
-    def first_layer(self) -> int:
-        return min(self.layers)
+    def __post_init__(self) -> None:
+        self.first_layer = min(self.layers)
 
 
 @dataclass(frozen=True)
@@ -269,6 +270,18 @@ class TailStep:
         return block.finish(hidden, mixed, tail, patch, cut)[:, start - first :]
 
 
+def blocked_rows(edge_sets: Sequence[tuple[tuple[int, int], ...]], seq_len: int, start: int) -> torch.Tensor:
+    """Bool [E, T - start, T]: ``Knockout.blocked_matrix(T, first_row=start)`` of each edge set (its edges checked
+    in the prompt), all at once: only the rows a tail computes, so that target = last costs memory linear in T."""
+    blocked = torch.zeros(len(edge_sets), seq_len - start, seq_len, dtype=torch.bool)
+    kept = [(index, t - start, s) for index, edges in enumerate(edge_sets) for t, s in edges if t >= start]
+    if kept:
+        index, t, s = torch.tensor(kept).T
+        blocked[index, t, s] = True
+    targets = torch.arange(start, seq_len)[:, None]  # [T - start, 1]
+    return blocked & (torch.arange(seq_len)[None, :] <= targets)  # causal edges only (s <= t)
+
+
 class FastEngine(Engine):
     """Reuses the clean run: each knockout recomputes only layers >= its first and positions >= its first
     target; up to ``max_prompts`` prompts per clean pass, and their knockouts in tail passes of up to
@@ -282,7 +295,8 @@ class FastEngine(Engine):
         self.max_prompts = max_prompts
         self.prompts_per_call = max_prompts  # a runner's chunk is one clean pass when its prompts share a length
         self.exempt_masks: dict[tuple[int, FeatureSelection], torch.Tensor | None] = {}
-        self.row_bytes: dict[tuple[int, int, KnockoutMode, bool], float] = {}  # measured GPU memory per tail row
+        # measured GPU memory per tail row: per (positions computed, mode, strictness), per prompt length
+        self.row_bytes: dict[tuple[int, KnockoutMode, bool], dict[int, float]] = {}
 
     def probabilities(self, input_ids: torch.Tensor, knockouts: Sequence[Knockout | None]) -> torch.Tensor:
         return self.probabilities_many([(input_ids, knockouts)])[0]
@@ -350,50 +364,62 @@ class FastEngine(Engine):
         # per group (first target, mode, strictness): its distinct edge sets, numbered, and its tails
         edge_sets: dict[tuple[int, KnockoutMode, bool], dict[tuple[tuple[int, int], ...], int]] = defaultdict(dict)
         groups: dict[tuple[int, KnockoutMode, bool], list[Tail]] = defaultdict(list)
+        # every knockout is checked, also those that block nothing; what many share is checked once (a sweep has
+        # 10^5 knockouts of a few edge sets and windows): layers and options, and edges with their first target
+        checked: set[tuple[tuple[int, ...], KnockoutMode, bool, FeatureSelection]] = set()
+        first_targets: dict[tuple[tuple[int, int], ...], int | None] = {}
+        layer_sets: dict[tuple[int, ...], frozenset[int]] = {}
         slot = 0
         for prompt, prompt_knockouts in enumerate(knockouts):
             for knockout in prompt_knockouts:
-                if knockout is not None:  # every knockout is checked, also those that block nothing
-                    check_knockout(self.model, knockout)
-                    knockout.check_in_prompt(seq_len)
-                    if knockout.first_target is not None and knockout.layers:
-                        key = (knockout.first_target, knockout.mode, knockout.strict)
+                if knockout is not None:
+                    options = (knockout.layers, knockout.mode, knockout.strict, knockout.features)
+                    if options not in checked:
+                        check_knockout(self.model, knockout)
+                        checked.add(options)
+                    if knockout.edges not in first_targets:
+                        knockout.check_in_prompt(seq_len)
+                        first_targets[knockout.edges] = knockout.first_target
+                    start = first_targets[knockout.edges]
+                    if start is not None and knockout.layers:
+                        key = (start, knockout.mode, knockout.strict)
                         edges = edge_sets[key].setdefault(knockout.edges, len(edge_sets[key]))
-                        groups[key].append(Tail(prompt, slot, edges, frozenset(knockout.layers), knockout.features))
+                        if knockout.layers not in layer_sets:
+                            layer_sets[knockout.layers] = frozenset(knockout.layers)
+                        layers = layer_sets[knockout.layers]
+                        groups[key].append(Tail(prompt, slot, edges, layers, knockout.features))
                 slot += 1
         for (start, mode, strict), tails in groups.items():
-            # [E, T - start, T]: only the rows a tail computes, so that target = last costs memory linear in T
-            rows = [
-                Knockout(edges, ()).blocked_matrix(seq_len, first_row=start) for edges in edge_sets[start, mode, strict]
-            ]
-            blocked = to_device_async(torch.stack(rows), self.device)
+            blocked = to_device_async(blocked_rows(list(edge_sets[start, mode, strict]), seq_len, start), self.device)
             tails.sort(key=lambda tail: (tail.first_layer, tail.prompt))
             self.run_in_batches(TailGroup(clean, blocked, start, mode, strict), tails, results)
         return results
 
     def run_in_batches(self, group: TailGroup, tails: Sequence[Tail], out: torch.Tensor) -> None:
         """``run_tails`` over batches of rows into ``out`` [slots, V]. With ``max_batch`` None on CUDA, the
-        first batch (``DEFAULT_BATCH`` rows, present in every layer) measures the memory a row takes, and
-        batches are then as large as fit in 80 % of the free memory. A CUDA out-of-memory error halves the
-        batch and retries it."""
+        first batch (``DEFAULT_BATCH`` rows, present in every layer) measures the memory a row takes, unless
+        ``row_estimate`` has it from a pass of a prompt of similar length, and batches are then as large as fit
+        in 80 % of the free memory. A CUDA out-of-memory error halves the batch and retries it."""
         batch, done = self.max_batch or DEFAULT_BATCH, 0
         auto = self.max_batch is None and self.device.type == "cuda"
-        shape = (group.clean.stream[0].shape[1], group.start, group.mode, group.strict)
-        if auto and shape in self.row_bytes:
-            batch = self.rows_fitting(self.row_bytes[shape])
+        seq_len = group.clean.stream[0].shape[1]
+        shape = (seq_len - group.start, group.mode, group.strict)
+        estimate = self.row_estimate(shape, seq_len) if auto else None
+        if estimate is not None:
+            batch = self.rows_fitting(estimate)
         while done < len(tails):
             chunk = tails[done : done + batch]
-            sizing = auto and shape not in self.row_bytes
+            sizing = auto and estimate is None
             try:
-                if sizing:
-                    torch.cuda.synchronize(self.device)
+                if sizing:  # the allocator counts on the host as kernels are queued: no need to wait for them
                     torch.cuda.reset_peak_memory_stats(self.device)
                     before = torch.cuda.memory_allocated(self.device)
                 slots = to_device_async(torch.tensor([tail.slot for tail in chunk]), self.device)
                 out[slots] = self.run_tails(group, chunk)
                 if sizing:
-                    self.row_bytes[shape] = (torch.cuda.max_memory_allocated(self.device) - before) / len(chunk)
-                    batch = max(len(chunk), self.rows_fitting(self.row_bytes[shape]))  # this pass did fit
+                    estimate = (torch.cuda.max_memory_allocated(self.device) - before) / len(chunk)
+                    self.row_bytes.setdefault(shape, {})[seq_len] = estimate
+                    batch = max(len(chunk), self.rows_fitting(estimate))  # this pass did fit
             except torch.cuda.OutOfMemoryError:
                 if batch == 1:
                     raise
@@ -401,10 +427,24 @@ class FastEngine(Engine):
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 if auto:  # later passes of this shape start from the lowered size
-                    self.row_bytes[shape] = 0.8 * self.free_memory() / batch
+                    estimate = 0.8 * self.free_memory() / batch
+                    self.row_bytes[shape] = {seq_len: estimate}
                 warnings.warn(f"CUDA out of memory: knockout batch size lowered to {batch}", stacklevel=2)
                 continue
             done += len(chunk)
+
+    def row_estimate(self, shape: tuple[int, KnockoutMode, bool], seq_len: int) -> float | None:
+        """Bytes a tail row of ``shape`` (positions computed, mode, strictness) takes on a prompt of ``seq_len``
+        tokens, from a row measured on a prompt of T' tokens within a factor ``ROW_ESTIMATE_RANGE``: times
+        max(1, seq_len / T'), an upper bound, since a row's memory is a + b T (its edges, its prompt's prefix,
+        hidden attention over T sources); the least such bound. None: no length measured close enough."""
+        measured = self.row_bytes.get(shape, {})
+        bounds = [
+            row_bytes * max(1.0, seq_len / length)
+            for length, row_bytes in measured.items()
+            if length / ROW_ESTIMATE_RANGE <= seq_len <= length * ROW_ESTIMATE_RANGE
+        ]
+        return min(bounds, default=None)
 
     def free_memory(self) -> int:
         """Bytes the GPU can still give: free on the device plus what torch holds cached but unused."""
@@ -452,10 +492,13 @@ class TailPlan:
     def of(cls, engine: FastEngine, blocked: torch.Tensor, tails: Sequence[Tail]) -> TailPlan:
         """The plan of ``tails``, whose edge sets index ``blocked`` [E, T - start, T]."""
         device = engine.device
-        rows = [row for row, tail in enumerate(tails) for _ in tail.layers]
-        layers = [layer for tail in tails for layer in tail.layers]
-        in_layer = torch.zeros(engine.model.n_layers, len(tails), dtype=torch.bool)
-        in_layer[layers, rows] = True
+        # [L, S]: the distinct layer sets S (a sweep has a few windows), then [L, A] by each row's set
+        layer_sets: dict[frozenset[int], int] = {}
+        set_of_row = [layer_sets.setdefault(tail.layers, len(layer_sets)) for tail in tails]
+        in_set = torch.zeros(engine.model.n_layers, len(layer_sets), dtype=torch.bool)
+        for index, layers in enumerate(layer_sets):
+            in_set[list(layers), index] = True
+        in_layer = in_set[:, torch.tensor(set_of_row)]
         exempting = [tail.features for tail in tails if tail.features.exempts_some]
         selections = tuple(dict.fromkeys(exempting))
         selection = None
@@ -466,7 +509,7 @@ class TailPlan:
             engine=engine,
             blocked=blocked[to_device_async(torch.tensor([tail.edges for tail in tails]), device)],
             in_layer=to_device_async(in_layer, device),
-            knocked_layers=frozenset(layers),
+            knocked_layers=frozenset().union(*layer_sets),
             selections=selections,
             selection=selection,
         )

@@ -77,12 +77,20 @@ def info_flow_plan(
     """Every knockout of the sweep for one prompt; raises ``PromptError`` if a needed token type is empty.
     ``kinds``: the mixer kinds the knockouts reach (``params.options.mixer_kinds(model)``; None: every kind)."""
     positions = {t: spans.positions(t) for t in {*params.targets, *params.sources}}
+    # what the knockouts share is made once: windows, feature selections, edges (as ``Knockout.between`` makes them)
+    windows = {
+        size: [(start, window(start, size, n_layers)) for start in window_starts(size, n_layers)]
+        for size in params.window_sizes
+    }
+    features = {category: params.options.features(category, kinds) for category in params.feature_categories}
+    mode, strict = params.options.mode, params.options.strict
     plan = []
     for target in params.targets:
         for source in params.sources:
+            edges = Knockout.between(positions[target], positions[source], ()).edges
             for category in params.feature_categories:
                 for size in params.window_sizes:
-                    for start in window_starts(size, n_layers):
+                    for start, layers in windows[size]:
                         row_key = {
                             "target": target.value,
                             "source": source.value,
@@ -90,14 +98,7 @@ def info_flow_plan(
                             "window_size": size,
                             "window_start": start,
                         }
-                        knockout = Knockout.between(
-                            positions[target],
-                            positions[source],
-                            window(start, size, n_layers),
-                            mode=params.options.mode,
-                            strict=params.options.strict,
-                            features=params.options.features(category, kinds),
-                        )
+                        knockout = Knockout(edges, layers, mode=mode, strict=strict, features=features[category])
                         plan.append(PlannedKnockout(row_key, knockout))
     return plan
 

@@ -12,7 +12,7 @@ from infoflow.data.spans import PromptError, TokenSpans
 from infoflow.engines.base import TargetScores
 from infoflow.engines.memory import knockouts_need
 from infoflow.experiments.plans import PlannedKnockout
-from infoflow.experiments.runner import ChunkJob, ModelContext, Rows, SizedJob
+from infoflow.experiments.runner import Chunk, ChunkJob, ModelContext, Rows, SizedJob
 from infoflow.interventions.layer_knockout import layer_knockouts
 
 
@@ -25,15 +25,24 @@ def knockout_job(
     plan_of: Callable[[TokenSpans], list[PlannedKnockout]],
     rows_of: Callable[[FactPrompt, TokenSpans, list[PlannedKnockout], TargetScores], Rows],
 ) -> ChunkJob:
-    """A chunk job scoring every prompt's planned knockouts (and its clean run first) in one engine call."""
+    """A chunk job scoring every prompt's planned knockouts (and its clean run first) in one engine call. A chunk's
+    plans are made once, for its memory prediction and its run (``needs``, then the job, on the same chunk)."""
+    planned: list[tuple[Chunk, list[list[PlannedKnockout] | PromptError]]] = []  # the last chunk planned
 
-    def job(chunk: list[tuple[FactPrompt, TokenSpans]]) -> list[Rows | PromptError]:
+    def plans_of(chunk: Chunk) -> list[list[PlannedKnockout] | PromptError]:
+        if planned and [id(item) for item in planned[0][0]] == [id(item) for item in chunk]:
+            return planned[0][1]  # the chunk planned last (held there, so its items' ids are still theirs)
         plans: list[list[PlannedKnockout] | PromptError] = []
         for _, spans in chunk:
             try:
                 plans.append(plan_of(spans))
             except PromptError as error:
                 plans.append(error)
+        planned[:] = [(list(chunk), plans)]
+        return plans
+
+    def job(chunk: Chunk) -> list[Rows | PromptError]:
+        plans = plans_of(chunk)
         requests = [
             (prompt_ids(spans), spans.target_id, [None, *(k.knockout for k in plan)])
             for (_, spans), plan in zip(chunk, plans, strict=True)
@@ -45,13 +54,12 @@ def knockout_job(
             for (prompt, spans), plan in zip(chunk, plans, strict=True)
         ]
 
-    def needs(chunk: list[tuple[FactPrompt, TokenSpans]]) -> int:
-        requests = []
-        for _, spans in chunk:
-            try:
-                requests.append((spans.num_tokens, [k.knockout for k in plan_of(spans)]))
-            except PromptError:
-                continue  # costs nothing
+    def needs(chunk: Chunk) -> int:
+        requests = [
+            (spans.num_tokens, [k.knockout for k in plan])
+            for (_, spans), plan in zip(chunk, plans_of(chunk), strict=True)
+            if not isinstance(plan, PromptError)  # costs nothing
+        ]
         return knockouts_need(context.engine, requests) if requests else 0
 
     def checked_rows(
