@@ -34,6 +34,7 @@ from infoflow.models.transfer import to_device_async, to_host_async
 
 Request = tuple[torch.Tensor, Sequence[Knockout | None]]
 DEFAULT_BATCH = 256  # tail rows per pass on CPU, and the sizing pass on CUDA (see ``FastEngine``)
+GPU_PASSES_PER_CALL = 4  # clean passes' worth of prompts a runner hands over at once on a GPU
 ROW_ESTIMATE_RANGE = 2  # a tail row's memory measured on a prompt serves prompts up to this factor longer or shorter
 
 
@@ -293,10 +294,15 @@ class FastEngine(Engine):
         super().__init__(model)
         self.max_batch = max_batch
         self.max_prompts = max_prompts
-        self.prompts_per_call = max_prompts  # a runner's chunk is one clean pass when its prompts share a length
         self.exempt_masks: dict[tuple[int, FeatureSelection], torch.Tensor | None] = {}
         # measured GPU memory per tail row: per (positions computed, mode, strictness), per prompt length
         self.row_bytes: dict[tuple[int, KnockoutMode, bool], dict[int, float]] = {}
+
+    @property
+    def prompts_per_call(self) -> int:  # type: ignore[override]
+        """Prompts a runner hands over at once: one clean pass where they share a length; on a GPU
+        ``GPU_PASSES_PER_CALL`` passes, queued while the GPU runs the last (a runner's chunk ends in a wait)."""
+        return self.max_prompts * (GPU_PASSES_PER_CALL if self.device.type == "cuda" else 1)
 
     def probabilities(self, input_ids: torch.Tensor, knockouts: Sequence[Knockout | None]) -> torch.Tensor:
         return self.probabilities_many([(input_ids, knockouts)])[0]
@@ -496,8 +502,8 @@ class TailPlan:
         layer_sets: dict[frozenset[int], int] = {}
         set_of_row = [layer_sets.setdefault(tail.layers, len(layer_sets)) for tail in tails]
         in_set = torch.zeros(engine.model.n_layers, len(layer_sets), dtype=torch.bool)
-        for index, layers in enumerate(layer_sets):
-            in_set[list(layers), index] = True
+        for column, layers in enumerate(layer_sets):
+            in_set[list(layers), column] = True
         in_layer = in_set[:, torch.tensor(set_of_row)]
         exempting = [tail.features for tail in tails if tail.features.exempts_some]
         selections = tuple(dict.fromkeys(exempting))

@@ -179,7 +179,8 @@ class MemoryModel:
         rows, the costliest tail pass alive at once with every knockout's probabilities."""
         batch = len(prompts)
         knockouts = sum(shape.count for shapes in prompts for shape in shapes) + batch
-        tails = [self.tail_bytes(seq_len, shape, batch, max_rows) for shapes in prompts for shape in shapes]
+        distinct = {shape for shapes in prompts for shape in shapes}  # prompts of a sweep share their tail shapes
+        tails = [self.tail_bytes(seq_len, shape, batch, max_rows) for shape in distinct]
         results = 2 * knockouts * self.vocab * FP32
         return self.clean_bytes(batch, seq_len) + max(tails, default=0.0) + results
 

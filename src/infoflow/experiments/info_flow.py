@@ -4,6 +4,7 @@ feature category and window size of the sweep."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -76,7 +77,21 @@ def info_flow_plan(
 ) -> list[PlannedKnockout]:
     """Every knockout of the sweep for one prompt; raises ``PromptError`` if a needed token type is empty.
     ``kinds``: the mixer kinds the knockouts reach (``params.options.mixer_kinds(model)``; None: every kind)."""
-    positions = {t: spans.positions(t) for t in {*params.targets, *params.sources}}
+    types = sorted({*params.targets, *params.sources})
+    positions = tuple((t, spans.positions(t)) for t in types)
+    return list(positions_plan(positions, n_layers, params, kinds))
+
+
+@functools.lru_cache(maxsize=256)
+def positions_plan(
+    positions: tuple[tuple[TokenType, tuple[int, ...]], ...],
+    n_layers: int,
+    params: InfoFlowParams,
+    kinds: frozenset[MixerKind] | None,
+) -> tuple[PlannedKnockout, ...]:
+    """The plan of a prompt whose token types lie at ``positions``: prompts that share them (many do in a
+    dataset) share their planned knockouts, which are immutable (keys are copied into rows)."""
+    at = dict(positions)
     # what the knockouts share is made once: windows, feature selections, edges (as ``Knockout.between`` makes them)
     windows = {
         size: [(start, window(start, size, n_layers)) for start in window_starts(size, n_layers)]
@@ -87,7 +102,7 @@ def info_flow_plan(
     plan = []
     for target in params.targets:
         for source in params.sources:
-            edges = Knockout.between(positions[target], positions[source], ()).edges
+            edges = Knockout.between(at[target], at[source], ()).edges
             for category in params.feature_categories:
                 for size in params.window_sizes:
                     for start, layers in windows[size]:
@@ -100,7 +115,7 @@ def info_flow_plan(
                         }
                         knockout = Knockout(edges, layers, mode=mode, strict=strict, features=features[category])
                         plan.append(PlannedKnockout(row_key, knockout))
-    return plan
+    return tuple(plan)
 
 
 def info_flow_rows(plan: Sequence[PlannedKnockout], scores: TargetScores) -> Rows:
