@@ -94,15 +94,7 @@ def test_gpu_batch_sizing_keeps_what_out_of_memory_taught(monkeypatch):
     """With --batch-size auto on a GPU (simulated: memory for about 100 rows of 1000 bytes, passes over 64 rows
     run out of memory): the first clean batch measures and halves down to 64 rows; later clean batches start
     there instead of running out of memory again."""
-    monkeypatch.setattr(FastEngine, "device", property(lambda self: torch.device("cuda")))
-    monkeypatch.setattr(fast_module, "to_device_async", lambda tensor, device: tensor)
-    simulated = {
-        "synchronize": lambda *a: None, "reset_peak_memory_stats": lambda *a: None, "empty_cache": lambda *a: None,
-        "memory_allocated": lambda *a: 0, "memory_reserved": lambda *a: 0,
-        "max_memory_allocated": lambda *a: 256 * 1000, "mem_get_info": lambda *a: (100 * 1000, 80 * 2**30),
-    }  # fmt: skip
-    for name, function in simulated.items():
-        monkeypatch.setattr(torch.cuda, name, function)
+    simulate_cuda(monkeypatch, peak=256 * 1000, free=100 * 1000)
     passes = []
 
     def run_tails(self, group, tails):
@@ -122,6 +114,68 @@ def test_gpu_batch_sizing_keeps_what_out_of_memory_taught(monkeypatch):
     out = torch.ones(300, 3)
     engine.run_in_batches(group, tails, out)
     assert passes == [64, 64, 64, 64, 44] and out.eq(0).all()
+
+
+def simulate_cuda(monkeypatch: pytest.MonkeyPatch, peak: int, free: int) -> None:
+    """The fast engine sees a CUDA device with ``free`` bytes, and every pass peaks at ``peak`` bytes."""
+    monkeypatch.setattr(FastEngine, "device", property(lambda self: torch.device("cuda")))
+    monkeypatch.setattr(fast_module, "to_device_async", lambda tensor, device: tensor)
+    simulated = {
+        "synchronize": lambda *a: None, "reset_peak_memory_stats": lambda *a: None, "empty_cache": lambda *a: None,
+        "memory_allocated": lambda *a: 0, "memory_reserved": lambda *a: 0,
+        "max_memory_allocated": lambda *a: peak, "mem_get_info": lambda *a: (free, 80 * 2**30),
+    }  # fmt: skip
+    for name, function in simulated.items():
+        monkeypatch.setattr(torch.cuda, name, function)
+
+
+def test_tail_row_memory_measured_once_serves_prompts_of_similar_length(monkeypatch):
+    """A row's memory measured on 8-token prompts sizes the passes of 12-token prompts (scaled by 12/8, an upper
+    bound) and of shorter ones without another sizing pass; 20-token prompts (over twice as long) are measured."""
+    simulate_cuda(monkeypatch, peak=256 * 1000, free=1000 * 1000)  # 1000 bytes per row measured; 800 rows fit
+    passes = []
+
+    def run_tails(self, group, tails):
+        passes.append(len(tails))
+        return torch.zeros(len(tails), 3)
+
+    monkeypatch.setattr(FastEngine, "run_tails", run_tails)
+    engine = FastEngine(types.SimpleNamespace())
+    tails = [Tail(0, slot, 0, frozenset({0}), FeatureSelection()) for slot in range(2000)]
+
+    def run(seq_len: int) -> list[int]:
+        passes.clear()
+        group = TailGroup(types.SimpleNamespace(stream=[torch.zeros(1, seq_len, 2)]), None, seq_len - 1,
+                          KnockoutMode.ZERO_ATTENTION, False)  # fmt: skip
+        engine.run_in_batches(group, tails, torch.ones(2000, 3))
+        return list(passes)
+
+    assert run(8) == [256, 800, 800, 144]  # the sizing pass, then 0.8 * free / 1000 bytes
+    assert run(12) == [533, 533, 533, 401]  # 1500 bytes a row: 800 * 8 / 12
+    assert run(5) == [800, 800, 400]
+    assert run(20) == [256, 800, 800, 144]  # measured again
+    assert engine.row_bytes == {(1, KnockoutMode.ZERO_ATTENTION, False): {8: 1000.0, 20: 1000.0}}
+
+
+def test_blocked_rows_are_the_knockouts_blocked_matrices():
+    """All edge sets' target rows at once equal ``Knockout.blocked_matrix`` of each (non-causal edges and edges
+    into targets before the first row left out)."""
+    generator = torch.Generator().manual_seed(0)
+    for seq_len in (1, 2, 7):
+        for start in range(seq_len):
+            edge_sets = [
+                tuple((int(t), int(s)) for t, s in torch.randint(0, seq_len, (int(n), 2), generator=generator))
+                for n in torch.randint(0, 6, (5,), generator=generator)
+            ]
+            expected = torch.stack([Knockout(e, ()).blocked_matrix(seq_len, first_row=start) for e in edge_sets])
+            assert torch.equal(fast_module.blocked_rows(edge_sets, seq_len, start), expected)
+
+
+def test_a_runner_hands_a_gpu_several_clean_passes_at_once(monkeypatch):
+    engine = FastEngine(types.SimpleNamespace(lm_head=torch.nn.Linear(2, 3)), max_prompts=16)
+    assert engine.prompts_per_call == 16  # on the CPU: one clean pass
+    monkeypatch.setattr(FastEngine, "device", property(lambda self: torch.device("cuda")))
+    assert engine.prompts_per_call == 16 * fast_module.GPU_PASSES_PER_CALL
 
 
 @pytest.mark.parametrize(
