@@ -7,8 +7,10 @@ run:
 
 - ``infoflow --help`` (start-up) and the real command ``infoflow info-flow --model DIR -d FILE --filter all
   -n N`` in a subprocess, wall clock;
-- the same run in-process, phase by phase: model load, dataset + selection, the sweep, the store writes;
-- the engine alone (``FastEngine.scores_many``) on N uniform prompts of the dataset's mean length.
+- the same run in-process, phase by phase: model load, dataset + selection, the sweep (with the time of its
+  engine calls and of planning its chunks and predicting their memory), the store writes;
+- the engine alone (``FastEngine.scores_many``) on what the run handed it, in one call, and on N uniform prompts
+  of the dataset's mean length.
 
     python -m benchmarks.real_run --shape mamba1-1.4b --prompts 1000 --data ../shared/data/counterfact.parquet
 """
@@ -21,7 +23,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -34,6 +39,7 @@ from benchmarks.info_flow_sweep import sweep_knockouts
 from benchmarks.shapes import SHAPES
 from infoflow.data import load_dataset
 from infoflow.engines.fast import FastEngine
+from infoflow.experiments import runner
 from infoflow.experiments.info_flow import InfoFlowParams, info_flow
 from infoflow.experiments.runner import RunContext
 from infoflow.experiments.selection import choose
@@ -85,6 +91,19 @@ def timed(function, *args, **kwargs):
     return result, time.perf_counter() - begin
 
 
+def stopwatch(seconds: dict[str, float], name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function``, adding the wall time of each call to ``seconds[name]``."""
+
+    def timed_call(*args: Any, **kwargs: Any) -> Any:
+        begin = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            seconds[name] += time.perf_counter() - begin
+
+    return timed_call
+
+
 def command_seconds(arguments: list[str]) -> float:
     begin = time.perf_counter()
     command = [sys.executable, "-c", "from infoflow.cli import app; app()", *arguments]
@@ -124,29 +143,40 @@ def main() -> None:
     dtype = getattr(torch, args.dtype)
     loaded, load_seconds = timed(load_model, str(work / "model"), device=args.device, dtype=dtype)
     engine = FastEngine(loaded.model)
+    watch: dict[str, float] = defaultdict(float)  # seconds spent inside the wrapped calls of the run
+    real_requests: list = []  # what the run handed the engine, to time the engine alone on them
+    scores_many, memory_check = engine.scores_many, runner.memory_check
+
+    def recorded_scores_many(requests):
+        real_requests.extend(requests)
+        return scores_many(requests)
+
     with ResultsStore.open(work / "in-process.duckdb") as store:
-        store_seconds = 0.0
-        add_rows = store.add_rows
-
-        def timed_add_rows(*a, **k):
-            nonlocal store_seconds
-            begin = time.perf_counter()
-            add_rows(*a, **k)
-            store_seconds += time.perf_counter() - begin
-
-        store.add_rows = timed_add_rows  # type: ignore[method-assign]
+        store.add_rows = stopwatch(watch, "store", store.add_rows)  # type: ignore[method-assign]
+        engine.scores_many = stopwatch(watch, "engine", recorded_scores_many)  # type: ignore[method-assign]
+        runner.memory_check = stopwatch(watch, "memory", memory_check)
         context = RunContext(loaded, engine, store, dataset=str(work / "facts.csv"), show_progress=False)
         prompts, select_seconds = timed(lambda: choose(context, load_dataset(work / "facts.csv"), "all").prompts)
         params = InfoFlowParams(window_sizes=(args.window_size,))
-        _, run_seconds = timed(info_flow, context, prompts, params)
+        try:
+            _, run_seconds = timed(info_flow, context, prompts, params)
+        finally:
+            del engine.scores_many
+            runner.memory_check = memory_check
+    store_seconds = watch["store"]
     lengths = [len(tokenizer(p)["input_ids"]) for p in facts["prompt"]]
     mean_length = round(sum(lengths) / len(lengths))
     rows += [
         ("in-process: model load", load_seconds),
         ("in-process: dataset + selection", select_seconds),
         ("in-process: sweep (run minus store writes)", run_seconds - store_seconds),
+        ("  of which in the engine (its calls, one per chunk)", watch["engine"]),
+        ("  of which planning the chunks and predicting their memory", watch["memory"]),
         ("in-process: store writes", store_seconds),
     ]
+    with torch.no_grad():  # the engine alone on what the run handed it (prompts of every length), in one call
+        _, real_seconds = timed(engine.scores_many, real_requests)
+    rows.append((f"engine alone, the same {len(real_requests)} prompts in one call", real_seconds))
 
     # the engine alone, on uniform prompts of the mean length, with the same knockouts per prompt
     vocab = loaded.model.lm_head.out_features
