@@ -90,6 +90,19 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(tiny_model, monkeypatc
     assert (fast - ReferenceEngine(tiny_model).probabilities(input_ids, knockouts)).abs().max().item() <= TOLERANCE
 
 
+def simulate_cuda(monkeypatch: pytest.MonkeyPatch, peak: int, free: int) -> None:
+    """The fast engine sees a CUDA device with ``free`` bytes, and every pass peaks at ``peak`` bytes."""
+    monkeypatch.setattr(FastEngine, "device", property(lambda self: torch.device("cuda")))
+    monkeypatch.setattr(fast_module, "to_device_async", lambda tensor, device: tensor)
+    simulated = {
+        "synchronize": lambda *a: None, "reset_peak_memory_stats": lambda *a: None, "empty_cache": lambda *a: None,
+        "memory_allocated": lambda *a: 0, "memory_reserved": lambda *a: 0,
+        "max_memory_allocated": lambda *a: peak, "mem_get_info": lambda *a: (free, 80 * 2**30),
+    }  # fmt: skip
+    for name, function in simulated.items():
+        monkeypatch.setattr(torch.cuda, name, function)
+
+
 def test_gpu_batch_sizing_keeps_what_out_of_memory_taught(monkeypatch):
     """With --batch-size auto on a GPU (simulated: memory for about 100 rows of 1000 bytes, passes over 64 rows
     run out of memory): the first clean batch measures and halves down to 64 rows; later clean batches start
@@ -114,19 +127,6 @@ def test_gpu_batch_sizing_keeps_what_out_of_memory_taught(monkeypatch):
     out = torch.ones(300, 3)
     engine.run_in_batches(group, tails, out)
     assert passes == [64, 64, 64, 64, 44] and out.eq(0).all()
-
-
-def simulate_cuda(monkeypatch: pytest.MonkeyPatch, peak: int, free: int) -> None:
-    """The fast engine sees a CUDA device with ``free`` bytes, and every pass peaks at ``peak`` bytes."""
-    monkeypatch.setattr(FastEngine, "device", property(lambda self: torch.device("cuda")))
-    monkeypatch.setattr(fast_module, "to_device_async", lambda tensor, device: tensor)
-    simulated = {
-        "synchronize": lambda *a: None, "reset_peak_memory_stats": lambda *a: None, "empty_cache": lambda *a: None,
-        "memory_allocated": lambda *a: 0, "memory_reserved": lambda *a: 0,
-        "max_memory_allocated": lambda *a: peak, "mem_get_info": lambda *a: (free, 80 * 2**30),
-    }  # fmt: skip
-    for name, function in simulated.items():
-        monkeypatch.setattr(torch.cuda, name, function)
 
 
 def test_tail_row_memory_measured_once_serves_prompts_of_similar_length(monkeypatch):
