@@ -53,7 +53,8 @@ def trace_recall_sites(
         clean = torch.softmax(logits, -1)[spans.target_id].item()
         scores = engine.scores(PatchRequest(ids, spans.target_id, [None, *(k.patch for k in plan)], noise))
         tokens = [tokenizer.decode([i]) for i in spans.input_ids]
-        frames.append(pd.DataFrame(causal_tracing_rows(plan, scores, clean, tokens, spans)).assign(prompt=prompt.prompt_id))
+        rows = causal_tracing_rows(plan, scores, clean, tokens, spans)
+        frames.append(pd.DataFrame(rows).assign(prompt=prompt.prompt_id))
         if len(frames) == n_prompts:
             break
     return pd.concat(frames, ignore_index=True)

@@ -541,10 +541,9 @@ Sites = Annotated[list[Site] | None, typer.Option("--site", help="Site(s): resid
 
 def sites_of(model: Any, chosen: list[Site] | None, allowed: tuple[Site, ...]) -> tuple[Site, ...]:
     """The sites asked for, or every allowed site the model has (no MLP on Mamba)."""
-    if chosen:
-        return tuple(chosen)
-    has_mlp = any(model.block(layer).mlp is not None for layer in range(model.n_layers))
-    return tuple(site for site in allowed if site is not Site.MLP or has_mlp)
+    from infoflow.interventions.sites import model_sites
+
+    return tuple(chosen) if chosen else model_sites(model, allowed)
 
 
 def run_recall(
@@ -895,6 +894,9 @@ def figures(
         int, typer.Option(min=0, help="Prompts evaluated to find those the filter keeps (seeded sample; 0: all).")
     ] = 1000,
     heatmaps: Annotated[int, typer.Option(min=1, help="Prompts drawn as heatmaps.")] = 3,
+    recall: Annotated[
+        bool, typer.Option(help="Also causal tracing (on the heatmap prompts), sublayer knockout, vocab projection.")
+    ] = True,
     seed: Seed = 0,
     device: Device = "auto",
     dtype: Dtype = Precision.FLOAT32,
@@ -903,7 +905,8 @@ def figures(
     quiet: Quiet = False,
 ) -> None:
     """The papers' figure set: runs what the store lacks, then draws info-flow, feature-category, window-size,
-    prompt-order and heatmap figures (PNG + PDF) and a first-position-bias table, indexed in index.md."""
+    prompt-order and heatmap figures, the recall methods' figures (PNG + PDF) and a first-position-bias table,
+    indexed in index.md."""
 
     def body() -> None:
         from infoflow.models.registry import check_model_name
@@ -919,6 +922,7 @@ def figures(
             n_prompts=limit,
             candidates=candidates or None,
             n_heatmaps=heatmaps,
+            recall=recall,
             seed=seed,
             device=device,
             dtype=dtype,
