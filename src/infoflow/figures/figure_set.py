@@ -151,7 +151,7 @@ def run_study(
                 if size != window_size:
                     entry.heatmaps[size] = heatmap(run.context, heatmap_prompts[:1], size)
             if options.recall:
-                progress(f"recall methods {request.model}: causal tracing on {len(heatmap_prompts)} prompts")
+                progress(f"recall methods {request.model}: causal tracing on the heatmap prompts")
                 entry.recall_runs = run_recall(run.context, chosen, heatmap_prompts, window_size, options)
         runs.append(entry)
     return StudyRuns(runs, chosen, window_size, heatmap_prompts)
