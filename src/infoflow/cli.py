@@ -586,16 +586,29 @@ def causal_tracing_command(
     request: RunRequest,
     sites: Sites = None,
     window_size: Annotated[int, typer.Option("--window-size", "-w", min=1, help="Layers restored around each.")] = 1,
-    samples: Annotated[int, typer.Option(min=1, help="Noise samples per prompt.")] = 10,
+    samples: Annotated[int | None, typer.Option(min=1, help="Noise samples per prompt \\[default: 10].")] = None,
     noise: Annotated[float, typer.Option(help="Noise std in units of the subject embeddings' std.")] = 3.0,
+    corruption: Annotated[
+        str,
+        typer.Option(
+            metavar="noise|counterfactual",
+            help="noise: Gaussian noise on the subject's embeddings; counterfactual: the subject's tokens swapped for "
+            "another prompt's subject of as many tokens (one corrupted run).",
+        ),
+    ] = "noise",
 ) -> None:
-    """Noise the subject, restore one site's clean value per (layer, position): the recovered probability."""
-    from infoflow.experiments.causal_tracing import CausalTracingParams, causal_tracing
+    """Corrupt the subject, restore one site's clean value per (layer, position): the recovered probability."""
+    from infoflow.experiments.causal_tracing import CORRUPTIONS, CausalTracingParams, causal_tracing
 
+    if corruption not in CORRUPTIONS:
+        raise typer.BadParameter(f"--corruption is {' or '.join(CORRUPTIONS)}, not {corruption!r}")
+    if corruption == "counterfactual" and samples is not None:
+        raise typer.BadParameter("a counterfactual subject is one corrupted run; leave out --samples")
     with opened(request) as run:
         model = run.loaded.model
         all_sites = (Site.RESIDUAL, Site.MIXER, Site.MLP)
-        params = CausalTracingParams(sites_of(model, sites, all_sites), window_size, samples, noise, request.seed)
+        chosen = sites_of(model, sites, all_sites)
+        params = CausalTracingParams(chosen, window_size, samples or 10, noise, request.seed, corruption=corruption)
         run_recall(run, "causal-tracing", params, CausalTracingParams.check_model, causal_tracing)
 
 
