@@ -141,7 +141,8 @@ def counterfactual_donors(
     prompts: Sequence[FactPrompt], spans: Sequence[TokenSpans], seed: int
 ) -> tuple[tuple[int, tuple[int, ...]], ...]:
     """Per prompt with a donor: (prompt id, the subject token ids of another of ``prompts`` whose subject has as
-    many tokens, another text and another target, as they are tokenized in that prompt), drawn from a seed of ``seed`` and the prompt's id."""
+    many tokens, another text and another target, as that prompt tokenizes them), drawn from a seed of ``seed``
+    and the prompt's id."""
     subjects = [tuple(s.input_ids[i] for i in s.subject) for s in spans]
     donors = []
     for prompt, subject in zip(prompts, subjects, strict=True):
