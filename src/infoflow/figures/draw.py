@@ -116,12 +116,13 @@ def _draw_recall(store: ResultsStore, study: StudyRuns, save: Callable[[Figure, 
     for model in models:
         tracing = runs_frame(store, [model.recall_runs["causal_tracing"]], "causal_tracing")
         samples = store.run(model.recall_runs["causal_tracing"]).manifest.params["samples"]
+        n_prompts = tracing["prompt_id"].nunique()
         save(
             causal_tracing_figure(tracing),
             f"causal-tracing-{model.name}",
             f"{model.name}: p(target) with the subject's embeddings noised and one site's clean value restored at "
-            f"one layer and position (Meng et al. 2022), mean over {tracing['prompt_id'].nunique()} prompts and "
-            f"{samples} noise samples each, by part of the prompt.",
+            f"one layer and position (Meng et al. 2022), mean over the heatmap prompts ({n_prompts}) "
+            f"with {samples} noise samples each, by part of the prompt.",
         )
         projection = runs_frame(store, [model.recall_runs["vocab_projection"]], "vocab_projection")
         save(
