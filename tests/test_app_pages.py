@@ -249,7 +249,7 @@ def test_launch_page_bad_dataset_is_a_message(tmp_path: Path) -> None:
 
 def test_pages_have_their_own_urls() -> None:
     assert [p.url_path for p in PAGES] == [
-        "runs", "prompts", "compare", "heatmaps", "explorer", "hidden-attention", "features", "launch",
+        "runs", "prompts", "compare", "heatmaps", "recall", "explorer", "hidden-attention", "features", "launch",
     ]  # fmt: skip
     assert all((ENTRY_SCRIPT.parent / "page_scripts" / p.file).is_file() for p in PAGES)
 

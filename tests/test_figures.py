@@ -41,6 +41,9 @@ def test_figure_set_files(figure_set: tuple[Path, Path, list[str]]) -> None:
     sizes = window_sizes_for(8)
     expected = ["info-flow", "info-flow-mamba1", "info-flow-gpt2", "feature-categories-builtin-mamba1"]
     expected += [f"window-sizes-{m}" for m in MODELS] + ["prompt-order-subject-first", "prompt-order-relation-first"]
+    expected += ["sublayer-knockout"] + [
+        f"{kind}-{m}" for kind in ("causal-tracing", "vocab-projection") for m in MODELS
+    ]
     for stem in expected:
         assert (out / f"{stem}.png").stat().st_size > 10_000, stem
         assert (out / f"{stem}.pdf").exists(), stem

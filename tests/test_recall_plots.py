@@ -61,3 +61,16 @@ def test_sublayer_figure_refuses_mixed_window_sizes() -> None:
                           "diff": [1.0, 2.0], "prompt_id": [1, 1]})  # fmt: skip
     with pytest.raises(ValueError, match="several window_size values"):
         sublayer_knockout_figure(frame)
+
+
+def test_sublayer_figure_legend_names_every_site_of_every_panel() -> None:
+    """A Mamba panel (mixer only) drawn first still leaves the other panel's MLP line in the legend."""
+    rows = [
+        {"model": model, "site": site, "target": "last", "window_size": 1, "window_start": start, "n_layers": 2,
+         "prompt_id": prompt, "diff": -10.0 * start - prompt}
+        for model, sites in (("mamba", ["mixer"]), ("llama", ["mixer", "mlp"]))
+        for site in sites for start in (0, 1) for prompt in (1, 2)
+    ]  # fmt: skip
+    (legend,) = sublayer_knockout_figure(pd.DataFrame(rows)).legends
+    labels = [text.get_text() for text in legend.get_texts()]
+    assert [label.rsplit(" (n = ", 1)[0] for label in labels] == ["mixer (attention / SSM) update", "MLP update"]

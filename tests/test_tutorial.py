@@ -27,7 +27,7 @@ def test_tutorial_executes_and_reproduces_its_outputs(tmp_path: Path) -> None:
     fresh = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(fresh, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     assert outputs(fresh) == outputs(stored)  # the same figures and tables, cell by cell
-    assert outputs(stored).count(["image/png"]) == 3
+    assert outputs(stored).count(["image/png"]) == 5
     text = "".join(o.get("text", "") for cell in fresh.cells if cell.cell_type == "code" for o in cell.outputs)
     assert "20 prompts, 400 rows" in text  # 20 prompts x 4 sources x 5 windows
     assert "# Figure set" in text and (tmp_path / "tutorial-figures" / "info-flow.png").exists()

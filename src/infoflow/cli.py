@@ -541,10 +541,9 @@ Sites = Annotated[list[Site] | None, typer.Option("--site", help="Site(s): resid
 
 def sites_of(model: Any, chosen: list[Site] | None, allowed: tuple[Site, ...]) -> tuple[Site, ...]:
     """The sites asked for, or every allowed site the model has (no MLP on Mamba)."""
-    if chosen:
-        return tuple(chosen)
-    has_mlp = any(model.block(layer).mlp is not None for layer in range(model.n_layers))
-    return tuple(site for site in allowed if site is not Site.MLP or has_mlp)
+    from infoflow.interventions.sites import model_sites
+
+    return tuple(chosen) if chosen else model_sites(model, allowed)
 
 
 def run_recall(
@@ -587,16 +586,29 @@ def causal_tracing_command(
     request: RunRequest,
     sites: Sites = None,
     window_size: Annotated[int, typer.Option("--window-size", "-w", min=1, help="Layers restored around each.")] = 1,
-    samples: Annotated[int, typer.Option(min=1, help="Noise samples per prompt.")] = 10,
+    samples: Annotated[int | None, typer.Option(min=1, help="Noise samples per prompt \\[default: 10].")] = None,
     noise: Annotated[float, typer.Option(help="Noise std in units of the subject embeddings' std.")] = 3.0,
+    corruption: Annotated[
+        str,
+        typer.Option(
+            metavar="noise|counterfactual",
+            help="noise: Gaussian noise on the subject's embeddings; counterfactual: the subject's tokens swapped for "
+            "another prompt's subject of as many tokens (one corrupted run).",
+        ),
+    ] = "noise",
 ) -> None:
-    """Noise the subject, restore one site's clean value per (layer, position): the recovered probability."""
-    from infoflow.experiments.causal_tracing import CausalTracingParams, causal_tracing
+    """Corrupt the subject, restore one site's clean value per (layer, position): the recovered probability."""
+    from infoflow.experiments.causal_tracing import CORRUPTIONS, CausalTracingParams, causal_tracing
 
+    if corruption not in CORRUPTIONS:
+        raise typer.BadParameter(f"--corruption is {' or '.join(CORRUPTIONS)}, not {corruption!r}")
+    if corruption == "counterfactual" and samples is not None:
+        raise typer.BadParameter("a counterfactual subject is one corrupted run; leave out --samples")
     with opened(request) as run:
         model = run.loaded.model
         all_sites = (Site.RESIDUAL, Site.MIXER, Site.MLP)
-        params = CausalTracingParams(sites_of(model, sites, all_sites), window_size, samples, noise, request.seed)
+        chosen = sites_of(model, sites, all_sites)
+        params = CausalTracingParams(chosen, window_size, samples or 10, noise, request.seed, corruption=corruption)
         run_recall(run, "causal-tracing", params, CausalTracingParams.check_model, causal_tracing)
 
 
@@ -895,6 +907,9 @@ def figures(
         int, typer.Option(min=0, help="Prompts evaluated to find those the filter keeps (seeded sample; 0: all).")
     ] = 1000,
     heatmaps: Annotated[int, typer.Option(min=1, help="Prompts drawn as heatmaps.")] = 3,
+    recall: Annotated[
+        bool, typer.Option(help="Also causal tracing (on the heatmap prompts), sublayer knockout, vocab projection.")
+    ] = True,
     seed: Seed = 0,
     device: Device = "auto",
     dtype: Dtype = Precision.FLOAT32,
@@ -903,7 +918,8 @@ def figures(
     quiet: Quiet = False,
 ) -> None:
     """The papers' figure set: runs what the store lacks, then draws info-flow, feature-category, window-size,
-    prompt-order and heatmap figures (PNG + PDF) and a first-position-bias table, indexed in index.md."""
+    prompt-order and heatmap figures, the recall methods' figures (PNG + PDF) and a first-position-bias table,
+    indexed in index.md."""
 
     def body() -> None:
         from infoflow.models.registry import check_model_name
@@ -919,6 +935,7 @@ def figures(
             n_prompts=limit,
             candidates=candidates or None,
             n_heatmaps=heatmaps,
+            recall=recall,
             seed=seed,
             device=device,
             dtype=dtype,

@@ -30,6 +30,7 @@ PAGES = (
     PageEntry("Prompts", "prompts.py", "prompts"),
     PageEntry("Compare info flow", "compare.py", "compare"),
     PageEntry("Heatmaps", "heatmaps.py", "heatmaps"),
+    PageEntry("Recall methods", "recall.py", "recall"),
     PageEntry("Explorer", "explorer.py", "explorer"),
     PageEntry("Hidden attention", "hidden_attention.py", "hidden-attention"),
     PageEntry("Mamba features", "features.py", "features"),

@@ -9,15 +9,22 @@ ROME does; where no prompts are at hand, ``prepare`` takes that of the whole voc
 the samples of the restored probability ``p`` and of the corrupted one ``p_corrupted``; their difference is
 the indirect effect of the site. ``role`` names a position by its part of the prompt, so that prompts of
 different lengths average as in ROME's figures.
+
+With ``corruption="counterfactual"`` the subject is not noised but swapped (symmetric token replacement, Zhang
+& Nanda 2024): its tokens are replaced by the subject tokens of another prompt of the run, one with as many
+subject tokens, another subject and another target, drawn from a seed of the run's seed and the prompt's id
+(``counterfactual_donors``); one corrupted run per prompt, so ``samples`` is 1.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from infoflow.data.spans import PromptError, TokenSpans
 from infoflow.experiments.experiment import Block, Experiment, FigureOptions
 from infoflow.experiments.prompt_parts import role
 from infoflow.experiments.runner import ChunkJob, ModelContext, Rows, RunContext, run_each, with_ids
@@ -28,10 +35,10 @@ from infoflow.store.schema import key, value
 
 if TYPE_CHECKING:
     import pandas as pd
+    import torch
     from matplotlib.figure import Figure
 
     from infoflow.data.prompts import FactPrompt
-    from infoflow.data.spans import TokenSpans
     from infoflow.engines.base import TargetScores
     from infoflow.experiments.patch_runs import PlannedPatch
     from infoflow.interventions.patching import Corruption
@@ -40,6 +47,7 @@ if TYPE_CHECKING:
 NOISE_MULTIPLIER = 3.0  # Meng et al.: noise of 3 times the standard deviation of the embeddings
 PROMPTS_PER_CHUNK = 4  # a prompt's grid is thousands of tail rows: store every few prompts
 SEED_STRIDE = 1_000_003  # a prompt's noise seed: run seed * stride + prompt id
+CORRUPTIONS = ("noise", "counterfactual")  # Gaussian noise on the subject's embeddings; another subject
 
 
 @dataclass(frozen=True)
@@ -52,8 +60,15 @@ class CausalTracingParams:
     noise_multiplier: float = NOISE_MULTIPLIER
     seed: int = 0
     noise_std: float | None = None  # None: noise_multiplier x the std of the embeddings (see the module)
+    corruption: str = "noise"  # or "counterfactual" (see the module)
+    # counterfactual: (prompt id, the donor's subject token ids) per prompt; ``causal_tracing`` draws them
+    donors: tuple[tuple[int, tuple[int, ...]], ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
+        if self.corruption not in CORRUPTIONS:
+            raise ValueError(f"unknown corruption {self.corruption!r}; choose {' or '.join(CORRUPTIONS)}")
+        if self.corruption == "counterfactual":
+            object.__setattr__(self, "samples", 1)  # one swapped subject: one corrupted run
         if not self.sites:
             raise ValueError("causal tracing needs at least one site to restore")
         object.__setattr__(self, "sites", tuple(parse_site(site) for site in self.sites))
@@ -76,21 +91,19 @@ def prepare(params: CausalTracingParams, model: CausalLM) -> CausalTracingParams
     from infoflow.interventions.patching import embedding_std
 
     params.check_model(model)
-    if params.noise_std is not None:
+    if params.noise_std is not None or params.corruption == "counterfactual":
         return params
     vocabulary = range(model.lm_head.out_features)
     return replace(params, noise_std=params.noise_multiplier * embedding_std(model, vocabulary))
 
 
 def manifest_params(params: CausalTracingParams) -> dict[str, Any]:
-    return {
-        "sites": [s.value for s in params.sites],
-        "window_size": params.window_size,
-        "samples": params.samples,
-        "noise_multiplier": params.noise_multiplier,
-        "noise_std": params.noise_std,
-        "seed": params.seed,
-    }
+    """The run's identity; the donors follow from the prompts and the seed, so they are not recorded."""
+    common = {"sites": [s.value for s in params.sites], "window_size": params.window_size, "seed": params.seed}
+    if params.corruption == "counterfactual":
+        return {**common, "corruption": "counterfactual", "samples": 1}
+    noise = {"samples": params.samples, "noise_multiplier": params.noise_multiplier, "noise_std": params.noise_std}
+    return {**common, **noise}
 
 
 def window_around(layer: int, size: int, n_layers: int) -> tuple[int, ...]:
@@ -124,6 +137,46 @@ def corruption(spans: TokenSpans, prompt: FactPrompt, params: CausalTracingParam
     return Corruption(tuple(spans.subject), params.noise_std, params.samples, seed)
 
 
+def counterfactual_donors(
+    prompts: Sequence[FactPrompt], spans: Sequence[TokenSpans], seed: int
+) -> tuple[tuple[int, tuple[int, ...]], ...]:
+    """Per prompt with a donor: (prompt id, the subject token ids of another of ``prompts`` whose subject has as
+    many tokens, another text and another target, as that prompt tokenizes them), drawn from a seed of ``seed``
+    and the prompt's id."""
+    subjects = [tuple(s.input_ids[i] for i in s.subject) for s in spans]
+    donors = []
+    for prompt, subject in zip(prompts, subjects, strict=True):
+        candidates = sorted(
+            {
+                other
+                for other_prompt, other in zip(prompts, subjects, strict=True)
+                if len(other) == len(subject)
+                and other_prompt.subject.strip() != prompt.subject.strip()
+                and other_prompt.target != prompt.target
+            }
+        )
+        if candidates:
+            donors.append((prompt.prompt_id, random.Random(seed * SEED_STRIDE + prompt.prompt_id).choice(candidates)))
+    return tuple(donors)
+
+
+def corrupted_offsets(
+    model: CausalLM, ids: torch.Tensor, spans: TokenSpans, prompt: FactPrompt, params: CausalTracingParams
+) -> torch.Tensor:
+    """[S, T, D]: what the corruption adds to the prompt's embeddings (noise samples, or one subject swap)."""
+    from infoflow.interventions.patching import SubjectSwap, embedding_width
+
+    if params.corruption == "noise":
+        return corruption(spans, prompt, params).noise(spans.num_tokens, embedding_width(model))
+    donor = dict(params.donors).get(prompt.prompt_id)
+    if donor is None:
+        raise PromptError(
+            f"no other prompt of the run has a subject of {len(spans.subject)} tokens and another target to swap in "
+            f"for prompt {prompt.prompt_id}; run more prompts or use --corruption noise"
+        )
+    return SubjectSwap(tuple(spans.subject), donor).offset(model, ids)
+
+
 def causal_tracing_rows(
     plan: Sequence[PlannedPatch], scores: TargetScores, clean: float, tokens: Sequence[str], spans: TokenSpans
 ) -> Rows:
@@ -151,16 +204,14 @@ def causal_tracing_job(params: CausalTracingParams, context: ModelContext) -> Ch
     from infoflow.engines.patching import PatchRequest
     from infoflow.experiments.jobs import prompt_ids
     from infoflow.experiments.patch_runs import checked_scores, patch_engine
-    from infoflow.interventions.patching import embedding_width
 
     engine = patch_engine(context)
     model, tokenizer = context.loaded.model, context.loaded.tokenizer
-    width = embedding_width(model)
 
     def job(prompt: FactPrompt, spans: TokenSpans) -> Rows:
         ids = prompt_ids(spans)
         plan = causal_tracing_plan(spans, model.n_layers, params)
-        noise = corruption(spans, prompt, params).noise(spans.num_tokens, width)
+        noise = corrupted_offsets(model, ids, spans, prompt, params)
         clean = checked_scores(engine, prompt, PatchRequest(ids, spans.target_id, [None]))
         patches = [None, *(k.patch for k in plan)]
         scores = checked_scores(engine, prompt, PatchRequest(ids, spans.target_id, patches, noise))
@@ -211,24 +262,33 @@ EXPERIMENT = Experiment(
 )
 
 
+def usable_spans(context: RunContext, prompts: Sequence[FactPrompt]) -> tuple[list[FactPrompt], list[TokenSpans]]:
+    """The prompts whose subject the tokenizer finds, with their spans; a ``ValueError`` when none has one."""
+    from infoflow.data.spans import find_spans_many
+
+    found = find_spans_many(context.loaded.tokenizer, prompts)
+    pairs = [(p, s) for p, s in zip(prompts, found, strict=True) if isinstance(s, TokenSpans)]
+    if not pairs:
+        raise ValueError("no prompt has a subject the tokenizer finds; causal tracing needs one to corrupt")
+    return [p for p, _ in pairs], [s for _, s in pairs]
+
+
 def subject_noise_std(context: RunContext, prompts: Sequence[FactPrompt], multiplier: float) -> float:
     """``multiplier`` times the standard deviation of the embeddings of the prompts' subject tokens."""
-    from infoflow.data.spans import TokenSpans, find_spans_many
     from infoflow.interventions.patching import embedding_std
 
-    spans = [s for s in find_spans_many(context.loaded.tokenizer, prompts) if isinstance(s, TokenSpans)]
-    tokens = [s.input_ids[i] for s in spans for i in s.subject]
-    if not tokens:
-        raise ValueError("no prompt has a subject the tokenizer finds; causal tracing needs one to corrupt")
-    return multiplier * embedding_std(context.loaded.model, tokens)
+    _, spans = usable_spans(context, prompts)
+    return multiplier * embedding_std(context.loaded.model, [s.input_ids[i] for s in spans for i in s.subject])
 
 
 def causal_tracing(
     context: RunContext, prompts: Sequence[FactPrompt], params: CausalTracingParams, chunk_size: int | None = None
 ) -> str:
     """The recovered probability of every restoration of the grid, per prompt, with the noise scaled to the
-    prompts' subjects unless ``params`` fix it; the run id."""
+    prompts' subjects unless ``params`` fix it, or each subject swapped for a donor among ``prompts``; the run id."""
     params.check_model(context.loaded.model)
-    if params.noise_std is None:
+    if params.corruption == "counterfactual":
+        params = replace(params, donors=counterfactual_donors(*usable_spans(context, prompts), params.seed))
+    elif params.noise_std is None:
         params = replace(params, noise_std=subject_noise_std(context, prompts, params.noise_multiplier))
     return EXPERIMENT.run(context, prompts, params, chunk_size)

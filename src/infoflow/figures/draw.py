@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +13,10 @@ from infoflow.figures.analyses import first_position_bias, with_prompt_order
 from infoflow.figures.figure_set import StudyRuns
 from infoflow.interventions.knockout import FeatureCategory
 from infoflow.plots import heatmap_figure, info_flow_figure, runs_frame, save_figure
+from infoflow.plots.causal_tracing import causal_tracing_figure
 from infoflow.plots.style import feature_label
+from infoflow.plots.sublayer_knockout import sublayer_knockout_figure
+from infoflow.plots.vocab_projection import vocab_projection_figure
 from infoflow.store import ResultsStore
 
 
@@ -79,6 +82,7 @@ def draw_figure_set(store: ResultsStore, study: StudyRuns, out_dir: Path) -> Pat
         )
     tables = _write_tables(main, out_dir)
     _draw_heatmaps(store, study, out_dir, save)
+    _draw_recall(store, study, save)
     return _write_index(study, out_dir, drawn, tables)
 
 
@@ -95,6 +99,40 @@ def _draw_heatmaps(store: ResultsStore, study: StudyRuns, out_dir: Path, save) -
                 f"p − p0 when the last token cannot read each position, window size {size}: {prompt.prompt!r} → "
                 f"{prompt.target!r}.",
             )
+
+
+def _draw_recall(store: ResultsStore, study: StudyRuns, save: Callable[[Figure, str, str], None]) -> None:
+    """The recall methods' figures of the models that have their runs (``FigureSetOptions.recall``)."""
+    models = [model for model in study.models if model.recall_runs]
+    if not models:
+        return
+    knockouts = runs_frame(store, [m.recall_runs["sublayer_knockout"] for m in models], "sublayer_knockout")
+    save(
+        sublayer_knockout_figure(knockouts),
+        "sublayer-knockout",
+        f"Change of p(target) with the mixer's or the MLP's update at the last token zeroed in a window of "
+        f"{study.window_size} layers (Geva et al. 2023, §5).",
+    )
+    for model in models:
+        tracing = runs_frame(store, [model.recall_runs["causal_tracing"]], "causal_tracing")
+        samples = store.run(model.recall_runs["causal_tracing"]).manifest.params["samples"]
+        n_prompts = tracing["prompt_id"].nunique()
+        save(
+            causal_tracing_figure(tracing),
+            f"causal-tracing-{model.name}",
+            f"{model.name}: p(target) with the subject's embeddings noised and one site's clean value restored at "
+            f"one layer and position (Meng et al. 2022), mean over the heatmap prompts ({n_prompts}) "
+            f"with {samples} noise samples each, by part of the prompt.",
+        )
+        projection = runs_frame(store, [model.recall_runs["vocab_projection"]], "vocab_projection")
+        save(
+            vocab_projection_figure(projection),
+            f"vocab-projection-{model.name}",
+            f"{model.name}: each site read through the final norm and unembedding (Geva et al. 2023, §4 and §6): "
+            "at the last subject token, the share of the top-10 tokens that are attribute tokens (the target's "
+            "where the dataset lists no attributes); at the last token, the share of prompts whose top-1 token is "
+            "the target.",
+        )
 
 
 def _write_tables(main: pd.DataFrame, out_dir: Path) -> list[tuple[str, pd.DataFrame]]:

@@ -11,6 +11,8 @@ Figures (PNG + PDF, each stating its prompt filter), after research/reference-sp
   prompt-order         subject-first vs relation-first prompts, models as lines
   heatmaps             per chosen prompt: models as rows; the first prompt also at every window size
   first-position-bias  table: first -> last knockout against the other sources, per model
+  recall               per model: causal tracing (mean grid over the heatmap prompts, few noise samples) and
+                       vocabulary projection; sublayer knockout at the last token, models as panels
 """
 
 from __future__ import annotations
@@ -20,13 +22,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from infoflow.data import FactPrompt
+from infoflow.experiments.causal_tracing import CausalTracingParams, causal_tracing
 from infoflow.experiments.evaluate import evaluate
 from infoflow.experiments.heatmap import heatmap
 from infoflow.experiments.info_flow import InfoFlowParams, info_flow
 from infoflow.experiments.plans import KnockoutOptions
 from infoflow.experiments.request import Precision, RunRequest, load_prompts_of, open_run
+from infoflow.experiments.runner import RunContext
+from infoflow.experiments.sublayer_knockout import SUBLAYERS, SublayerKnockoutParams, sublayer_knockout
+from infoflow.experiments.vocab_projection import VocabProjectionParams, vocab_projection
 from infoflow.interventions.knockout import FeatureCategory, default_window_size
 from infoflow.interventions.mixers import MixerGroup, Mixers, is_hybrid
+from infoflow.interventions.sites import model_sites
 from infoflow.models.registry import shipped_builtins
 from infoflow.naming import short_model_name
 from infoflow.store import ResultsStore
@@ -45,6 +52,8 @@ class FigureSetOptions:
     n_prompts: int | None = 100  # a seeded sample of the filtered prompts
     candidates: int | None = 1000  # evaluate (and filter) a seeded sample of this many prompts; None: all
     n_heatmaps: int = 3
+    recall: bool = True  # causal tracing (on the heatmap prompts), sublayer knockout, vocabulary projection
+    tracing_samples: int = 3  # noise samples per prompt of causal tracing (ROME: 10; few keep the set quick)
     seed: int = 0
     device: str = "auto"
     dtype: str = "float32"
@@ -85,6 +94,7 @@ class ModelRuns:
     heatmaps: dict[int, str] = field(default_factory=dict)  # window size -> heatmap run id
     is_hybrid: bool = False
     mixer_runs: dict[str, str] = field(default_factory=dict)  # hybrids: mixers (attention, recurrent) -> run id
+    recall_runs: dict[str, str] = field(default_factory=dict)  # experiment kind -> run id (FigureSetOptions.recall)
 
 
 @dataclass(frozen=True)
@@ -140,5 +150,28 @@ def run_study(
             for size in sweep.window_sizes:  # the first prompt at every window size
                 if size != window_size:
                     entry.heatmaps[size] = heatmap(run.context, heatmap_prompts[:1], size)
+            if options.recall:
+                progress(f"recall methods {request.model}: causal tracing on the heatmap prompts")
+                entry.recall_runs = run_recall(run.context, chosen, heatmap_prompts, window_size, options)
         runs.append(entry)
     return StudyRuns(runs, chosen, window_size, heatmap_prompts)
+
+
+def run_recall(
+    context: RunContext,
+    prompts: Sequence[FactPrompt],
+    tracing_prompts: Sequence[FactPrompt],
+    window_size: int,
+    options: FigureSetOptions,
+) -> dict[str, str]:
+    """The recall methods' runs of one model: sublayer knockout at the last token and vocabulary projection on
+    ``prompts``, causal tracing of every site the model has on ``tracing_prompts``; kind -> run id."""
+    model = context.loaded.model
+    sites = model_sites(model)
+    knockout = SublayerKnockoutParams(sites=tuple(s for s in sites if s in SUBLAYERS), window_sizes=(window_size,))
+    tracing = CausalTracingParams(sites=sites, samples=options.tracing_samples, seed=options.seed)
+    return {
+        "sublayer_knockout": sublayer_knockout(context, prompts, knockout),
+        "vocab_projection": vocab_projection(context, prompts, VocabProjectionParams(sites=sites)),
+        "causal_tracing": causal_tracing(context, tracing_prompts, tracing),
+    }

@@ -26,6 +26,7 @@ __all__ = [
     "Site",
     "SitePatch",
     "SiteRecorder",
+    "SubjectSwap",
     "check_patch",
     "check_sites",
     "layer_patches",
@@ -167,6 +168,29 @@ class Corruption:
         positions = list(self.positions)
         noise[:, positions] = self.std * torch.randn(self.samples, len(positions), width, generator=generator)
         return noise
+
+
+@dataclass(frozen=True)
+class SubjectSwap:
+    """A counterfactual subject (the symmetric token replacement of Zhang & Nanda 2024): the tokens at
+    ``positions`` (the subject) replaced by ``token_ids``, another subject of as many tokens."""
+
+    positions: tuple[int, ...]
+    token_ids: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.positions) != len(self.token_ids):
+            raise ValueError(f"a subject of {len(self.positions)} tokens cannot take {len(self.token_ids)} tokens")
+
+    def offset(self, model: CausalLM, input_ids: torch.Tensor) -> torch.Tensor:
+        """[1, T, D] fp32 on the CPU: embed(swapped ids) - embed(ids), which added to the prompt's embeddings
+        gives the swapped prompt's (zero outside the subject)."""
+        swapped = input_ids.clone()  # [T]
+        swapped[list(self.positions)] = torch.tensor(self.token_ids, dtype=input_ids.dtype)
+        device = model.lm_head.weight.device
+        with torch.no_grad():
+            both = model.embed(torch.stack([swapped, input_ids]).to(device)).float()  # [2, T, D]
+        return (both[:1] - both[1:]).cpu()
 
 
 def embedding_width(model: CausalLM) -> int:

@@ -60,7 +60,8 @@ def causal_tracing_figure(
     grids = [tracing_grid(frame[frame["site"] == site], prompt_id, value) for site in sites]
     n_rows = max(len(labels) for _, labels in grids)
     label_width = 0.07 * max(len(label) for _, labels in grids for label in labels)
-    fig = Figure(figsize=(len(sites) * (2.6 + label_width), 0.25 * n_rows + 1.9), layout="constrained")
+    width = max(len(sites) * (2.6 + label_width), 6.0)  # room for a two-line title over one panel
+    fig = Figure(figsize=(width, 0.25 * n_rows + 1.9), layout="constrained")
     axes = fig.subplots(1, len(sites), squeeze=False)[0]
     for ax, site, (grid, labels) in zip(axes, sites, grids, strict=True):
         image = ax.imshow(grid, cmap=SITE_CMAPS[site], aspect="auto", interpolation="nearest")

@@ -45,7 +45,10 @@ def sublayer_knockout_figure(
         if model is not None:
             ax.set_title(plain_text(str(model)))
     axes[0].set_ylabel(Y_LABELS[metric])
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=2)
+    legend = {}  # label -> handle, over every panel (a Mamba panel has no MLP line)
+    for ax in axes:
+        legend |= {label: handle for handle, label in zip(*ax.get_legend_handles_labels(), strict=True)}
+    fig.legend(list(legend.values()), list(legend), loc="outside lower center", ncol=2)
     if title is None:
         parts = [
             f"Sublayer knockout at the {frame['target'].iloc[0]} token",
