@@ -121,9 +121,11 @@ def figures(frame: pd.DataFrame, options: FigureOptions) -> Iterator[tuple[str, 
 
 
 def report(frame: pd.DataFrame, options: FigureOptions) -> list[Block]:
+    from infoflow.plots.aggregate import interval_caption
+
     return figure_section(
         "Sublayer knockout",
-        "Change of p(target) (%) with the update zeroed, 95 % Student-t band",
+        f"Change of p(target) (%) with the update zeroed, with its {interval_caption()}",
         figures(frame, options),
     )
 
