@@ -116,7 +116,8 @@ def screenshots(store: Path, folder: Path) -> list[Path]:
         wait_idle(page)
         shots = {  # page: (button pressed, what shows that the page is drawn)
             "Runs": (None, "Open in Prompts →"), "Prompts": (None, "Top-k predictions after a knockout"),
-            "Compare info flow": (None, PLOT), "Heatmaps": (None, PLOT), "Explorer": ("Run explorer", PLOT),
+            "Compare info flow": (None, PLOT), "Heatmaps": (None, PLOT), "Recall methods": (None, "indirect effect"),
+            "Explorer": ("Run explorer", PLOT),
             "Hidden attention": ("Compute", PLOT), "Mamba features": ("Run", "Effect of knocking out"),
             "Launch": ("Start run", "See it on the Runs"),
         }  # fmt: skip
