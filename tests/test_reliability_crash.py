@@ -50,12 +50,13 @@ def timed_run(store: Path) -> tuple[float, float]:
 
 def kill_at_random(store: Path, rng: random.Random, startup: float, work: float) -> str:
     """Start a run and SIGKILL it after a random delay: while it starts (a quarter of the time) or while it
-    computes and writes, at most ``work / KILLS`` seconds in, so that the kills cannot all come after the end
-    however fast the machine. ``startup`` and ``work`` are measured on an uninterrupted run. Returns where the
+    computes and writes, at most ``work / (2 * KILLS)`` seconds in: the killed runs together do at most half the
+    work, so each kill comes before the end even if the machine runs twice as fast as during the uninterrupted
+    run (a loaded machine's speed varies). ``startup`` and ``work`` are measured on that run. Returns where the
     kill landed."""
     process = infoflow_process(store)
     starting = rng.random() < 0.25
-    delay = rng.uniform(0.3, startup) if starting else startup + rng.uniform(0.0, work / KILLS)
+    delay = rng.uniform(0.3, startup) if starting else startup + rng.uniform(0.0, work / (2 * KILLS))
     deadline = time.monotonic() + delay
     while process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
