@@ -116,9 +116,8 @@ class LayerRows:
         if not self.strict:
             return None
         n_rows, n_targets, seq_len = self.blocked.shape
-        blocked = self.blocked.new_zeros(n_rows, seq_len, seq_len)  # [A, T, T]: no edge into a row before start
-        blocked[:, seq_len - n_targets :] = self.blocked
-        cut = lookback_cut(blocked, lookback)
+        cut = self.blocked.new_zeros(n_rows, seq_len, lookback)  # [A, T, K]: nothing cut before the target rows
+        cut[:, seq_len - n_targets :] = lookback_cut(self.blocked, lookback)  # linear in T, as the rows are
         if self.exempt is not None:
             cut = cut & ~self.exempt.all(dim=-1)[:, None, None]
         return cut

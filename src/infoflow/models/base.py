@@ -143,11 +143,13 @@ class LayerIntervention(ABC):  # noqa: B024 (abstract by intent: it does nothing
 
 
 def lookback_cut(blocked: torch.Tensor, lookback: int) -> torch.Tensor:
-    """Bool [B, T, K] from blocked edges [B, T, T]: ``cut[b, t, j] = blocked[b, t, t-1-j]`` (False before 0)."""
-    seq_len = blocked.shape[-1]
-    positions = torch.arange(seq_len, device=blocked.device)
-    sources = positions[:, None] - 1 - torch.arange(lookback, device=blocked.device)  # [T, K]: t-1-j
-    return blocked[:, positions[:, None], sources.clamp(min=0)] & (sources >= 0)
+    """Bool [B, R, K] from the blocked edges [B, R, T] of the last R target rows (R = T: every row):
+    ``cut[b, r, j] = blocked[b, r, t-1-j]`` with t = T - R + r (False before position 0)."""
+    n_targets, seq_len = blocked.shape[-2:]
+    rows = torch.arange(n_targets, device=blocked.device)
+    targets = rows + seq_len - n_targets  # [R]: the positions t of the rows
+    sources = targets[:, None] - 1 - torch.arange(lookback, device=blocked.device)  # [R, K]: t-1-j
+    return blocked[:, rows[:, None], sources.clamp(min=0)] & (sources >= 0)
 
 
 class RMSNorm(nn.Module):
